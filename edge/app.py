@@ -1,0 +1,291 @@
+"""The daemon: one App object with explicit init, start and stop steps (as Frigate's app.py).
+
+    capture threads (one per camera) -> FrameMailbox (bounded, drop oldest) -> recognizer worker
+    (batches crops across cameras, LPRNet, tracker) -> outbox (SQLite, committed) -> MQTT publisher
+
+Stop (SIGTERM/SIGINT, or every source ended with exit_when_sources_end) ends within 5 s: capture stops,
+the worker reads what is queued and closes open tracks, and the publisher publishes what the outbox
+holds until the deadline; what is left stays in the outbox for the next start.
+"""
+import logging
+import os
+import signal
+import threading
+import time
+
+from edge.capture import CaptureThread
+from edge.events import EventIds, build_event, encode, snapshot_jpeg
+from edge.outbox import Outbox
+from edge import __version__
+from edge.events import utc_iso
+from edge.publish.homeassistant import HomeAssistantDiscovery
+from edge.publish.mqtt import MqttPublisher
+from edge.publish.topics import Topics
+from edge.queues import FrameMailbox
+from edge.recognize.recognizer import Recognizer
+from edge.recognize.worker import RecognizerWorker
+from edge.service import health
+from edge.service.http import HealthServer
+from edge.service.metrics import Metrics
+from edge.service.notify import Notifier
+from edge.track import KnownPlates, Tracker
+
+log = logging.getLogger("edge.app")
+
+STOP_BUDGET_S = 5.0
+TEST_WEDGE_ENV = "LPR_EDGE_TEST_WEDGE"  # test hook: recognizer, camera or mqtt stops making progress
+
+
+class App:
+    def __init__(self, config):
+        self.config = config
+        self.stop_event = threading.Event()  # capture and worker; the signal handlers set it
+        self.publisher_stop = threading.Event()  # set only after the worker drained, so its last events go out
+        self.mailbox = FrameMailbox()
+        self.captures = []
+        self.recognizer = None
+        self.worker = None
+        self.publisher = None
+        self.outbox = None
+        self.event_ids = EventIds()
+        self.events_committed = 0
+        self.events_dropped = 0
+        self.started_at = None
+        self.model_load_seconds = 0.0
+        self.notifier = Notifier()
+        self.metrics = Metrics()
+        self.http = None
+        self.service_thread = None
+
+    # --- init: everything that can fail on bad input, before any thread starts -----------------
+    def init(self):
+        cfg = self.config
+        start = time.monotonic()
+        with _ExtendStartTimeout(self.notifier, "loading model %s" % os.path.basename(cfg.model.path)):
+            self.recognizer = Recognizer.from_config(cfg.model, cfg.recognizer)
+        self.model_load_seconds = time.monotonic() - start
+        log.info("model %s %s (%s, %d characters) on %s %s", self.recognizer.model.name,
+                 self.recognizer.model.version, self.recognizer.model.path, len(self.recognizer.model.characters),
+                 cfg.recognizer.backend, ",".join(self.recognizer.backend.providers))
+        self.topics = Topics(cfg.mqtt.topic_prefix, cfg.device_id)
+        for camera in cfg.cameras:
+            self.mailbox.add_camera(camera.id, camera.queue_size)
+            self.captures.append(CaptureThread(camera, self.mailbox, self.stop_event))
+        limits = (cfg.outbox.max_events, cfg.outbox.max_bytes)
+        self.outbox = Outbox(cfg.outbox.path, *limits)  # the worker thread's connection; opened here to fail early
+        self.outbox.db.close()
+        tracker = Tracker(cfg.tracking, {c.id: c.format for c in cfg.cameras})
+        self.known = KnownPlates(cfg.tracking.known_plates, cfg.tracking.match_distance)
+        max_batch = cfg.recognizer.max_batch
+        if self.recognizer.backend.max_batch:
+            max_batch = min(max_batch, self.recognizer.backend.max_batch * 4)
+        self.worker = RecognizerWorker(self.recognizer, self.mailbox, tracker, self._emit, self.stop_event,
+                                       max_batch, cfg.recognizer.max_wait_ms, self.metrics)
+        discovery = None
+        if cfg.home_assistant.enabled:
+            discovery = HomeAssistantDiscovery(cfg.home_assistant, self.topics, cfg.device_id,
+                                               [c.id for c in cfg.cameras])
+        self.publisher = MqttPublisher(cfg.mqtt, cfg.device_id, self.publisher_stop, cfg.outbox.path, limits,
+                                       print_events=cfg.print_events, status_fn=self.status, discovery=discovery)
+        self.metrics.attach(self)
+        if cfg.health.port:
+            self.http = HealthServer(cfg.health.host, cfg.health.port, self.health_report, self.metrics.registry)
+        self._apply_test_wedge(os.environ.get(TEST_WEDGE_ENV))
+
+    def _apply_test_wedge(self, stage):
+        if not stage:
+            return
+        log.warning("test hook %s=%s: that stage will stop making progress", TEST_WEDGE_ENV, stage)
+        if stage == "recognizer":
+            self.worker.wedge = True
+        elif stage == "camera":
+            for capture in self.captures:
+                capture.wedge = True
+        elif stage == "mqtt":
+            self.publisher.wedge = True
+
+    def _emit(self, track):
+        """Runs in the worker thread: commit the event to the outbox (its own connection)."""
+        if self._worker_outbox is None:
+            self._worker_outbox = Outbox(self.config.outbox.path, self.config.outbox.max_events,
+                                         self.config.outbox.max_bytes)
+        mode = self.config.events.snapshot
+        jpeg = snapshot_jpeg(track, self.config.events.snapshot_quality) if mode != "none" else None
+        event_id = self.event_ids.new()
+        event = build_event(track, event_id, self.config.device_id, self.recognizer.model,
+                            known=self.known.match(track.best.text), snapshot=jpeg if mode == "inline" else None)
+        extra = ()
+        if mode == "topic" and jpeg is not None:  # same transaction: the snapshot is as durable as its event
+            extra = ((event_id + ".snapshot", self.topics.snapshot(track.camera_id), jpeg, True),)
+        self.events_dropped += self._worker_outbox.add(event_id, self.topics.events, encode(event), extra=extra)
+        self.events_committed += 1
+        log.info("camera %s: plate %s (score %.2f, %d reads, roi %s%s) event %s", track.camera_id, event["plate"],
+                 event["score"], event["read_count"], track.roi_id,
+                 ", known: %s" % event["known"] if event["known"] else "", event_id)
+
+    _worker_outbox = None
+
+    def status(self):
+        """The appliance's state for the retained status topic (and, later, the health endpoint)."""
+        model = self.recognizer.model
+        depth = self.publisher.outbox_depth or (0, 0)
+        return {
+            "device_id": self.config.device_id,
+            "version": __version__,
+            "timestamp": utc_iso(time.time()),
+            "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0.0,
+            "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
+            "backend": self.recognizer.backend.name,
+            "cameras": [{"id": c.camera.id, "state": c.state, "frames": c.frames, "reconnects": c.reconnects,
+                         "dropped_frames": self.mailbox.dropped[c.camera.id], "error": c.error}
+                        for c in self.captures],
+            "events": self.events_committed,
+            "events_dropped": self.events_dropped,
+            "published": self.publisher.published,
+            "outbox_events": depth[0],
+        }
+
+    # --- start / run / stop --------------------------------------------------------------------
+    def health_report(self):
+        return health.report(health.check_app(self, self.config.health.stage_deadline_s))
+
+    def start(self):
+        self.started_at = time.time()
+        if self.http is not None:
+            self.http.start()
+            log.info("health and metrics on http://%s:%d/healthz and /metrics", self.config.health.host, self.http.port)
+        self.publisher.start()
+        self.worker.start()
+        for capture in self.captures:
+            capture.start()
+        self.service_thread = ServiceThread(self)
+        self.service_thread.start()
+        self.notifier.notify(READY=1, STATUS="running: %d camera(s)" % len(self.captures))
+        log.info("lpr-edge running: device %s, %d camera(s), profile %s", self.config.device_id,
+                 len(self.captures), self.config.device_profile)
+
+    def sources_done(self):
+        """Every camera's source ended and the worker has seen each end."""
+        return all(c.state in ("ended", "failed") for c in self.captures) and \
+            len(self.worker.ended_cameras) == len(self.captures)
+
+    def run_until_stopped(self, poll_s=0.2):
+        """Block until a signal, or until every source ended (exit_when_sources_end) and all is published."""
+        while not self.stop_event.is_set():
+            if self.config.exit_when_sources_end and self.sources_done() and self.mailbox.depth() == 0:
+                depth = self.publisher.outbox_depth
+                if depth is not None and depth[0] == 0 and self.publisher.connected \
+                        and self.events_committed <= self.publisher.published:
+                    log.info("all sources ended and every event is published; stopping")
+                    break
+                if not self.publisher.connected and self.publisher.state in ("refused", "error"):
+                    log.error("all sources ended but the broker is unreachable (%s); %d events wait in the outbox",
+                              self.publisher.last_error, (depth or (0,))[0])
+                    return 1
+            if not self.worker.is_alive() and self.worker.error:
+                log.error("recognizer worker died: %s", self.worker.error)
+                return 1
+            self.stop_event.wait(poll_s)
+        return 0
+
+    def stop(self):
+        """Ordered stop within STOP_BUDGET_S: capture, worker drain, publisher drain."""
+        deadline = time.monotonic() + STOP_BUDGET_S
+        self.notifier.notify(STOPPING=1, STATUS="stopping")
+        self.stop_event.set()
+        for capture in self.captures:
+            capture.join(max(0.1, min(1.0, deadline - time.monotonic())))
+        self.worker.join(max(0.1, deadline - time.monotonic() - 2.5))
+        self.publisher.drain_then_stop(max(0.1, deadline - time.monotonic() - 0.5))
+        self.publisher_stop.set()
+        self.publisher.join(max(0.1, deadline - time.monotonic() - 0.2))
+        if self.publisher.is_alive():
+            log.warning("publisher still busy at the stop deadline; unpublished events stay in the outbox")
+        self.recognizer.close()
+        if self.http is not None:
+            self.http.stop()
+        self.notifier.close()
+        log.info("stopped: %d events committed, %d published this run, %d waiting in the outbox",
+                 self.events_committed, self.publisher.published, (self.publisher.outbox_depth or (0,))[0])
+
+
+def install_signal_handlers(stop_event):
+    def handler(signum, frame):
+        log.info("signal %d: stopping", signum)
+        stop_event.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+class _ExtendStartTimeout:
+    """While a slow step runs before READY=1 (a model load, a TensorRT engine build), keep pushing
+    systemd's start timeout out with EXTEND_TIMEOUT_USEC, and say what is happening in STATUS."""
+
+    INTERVAL_S = 10.0
+
+    def __init__(self, notifier, what):
+        self.notifier, self.what = notifier, what
+        self._done = threading.Event()
+        self._thread = None
+
+    def __enter__(self):
+        if self.notifier.enabled:
+            self._thread = threading.Thread(target=self._run, name="extend-timeout", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self):
+        while True:
+            self.notifier.notify(EXTEND_TIMEOUT_USEC=int(3 * self.INTERVAL_S * 1e6), STATUS=self.what)
+            if self._done.wait(self.INTERVAL_S):
+                return
+
+    def __exit__(self, *exc):
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(1.0)
+        return False
+
+
+class ServiceThread(threading.Thread):
+    """Every tick: judge the stages' health; send STATUS= (cameras, fps, outbox, MQTT) and, only while no
+    stage is failed, WATCHDOG=1. A wedged stage therefore stops the pings and systemd restarts us."""
+
+    def __init__(self, app):
+        threading.Thread.__init__(self, name="service", daemon=True)
+        self.app = app
+        usec = app.notifier.watchdog_usec
+        self.interval = usec / 2e6 if usec else 5.0
+        self._frames = None
+        self._withholding = None
+
+    def run(self):
+        while not self.app.stop_event.wait(self.interval):
+            self.tick()
+
+    def tick(self):
+        app = self.app
+        components = health.check_app(app, app.config.health.stage_deadline_s)
+        state = health.overall(components)
+        frames = sum(c.frames for c in app.captures)
+        fps = (frames - self._frames) / self.interval if self._frames is not None else 0.0
+        self._frames = frames
+        streaming = sum(1 for c in app.captures if c.state == "streaming")
+        status = "%s: %d/%d cameras streaming, %.1f fps, outbox %d, mqtt %s" % (
+            state, streaming, len(app.captures), fps, (app.publisher.outbox_depth or (0,))[0], app.publisher.state)
+        failed = [c for c in components if c.state == health.FAILED]
+        if failed:
+            reason = "; ".join("%s: %s" % (c.name, c.reason) for c in failed)
+            if reason != self._withholding:
+                log.error("watchdog: withholding the ping: %s", reason)
+            self._withholding = reason
+            app.notifier.notify(STATUS=status + " | " + reason)
+        else:
+            if self._withholding:
+                log.info("watchdog: every stage is making progress again")
+            self._withholding = None
+            fields = {"STATUS": status}
+            if app.notifier.watchdog_usec:
+                fields["WATCHDOG"] = 1
+            app.notifier.notify(**fields)

@@ -1,0 +1,104 @@
+"""One capture thread per camera: read the source, cut the crops, queue them for the recognizer.
+
+The thread owns its source. A live source that fails is closed and reopened with backoff (1 s doubling
+to 30 s), forever: a camera that comes back is picked up again. A finite source (a file played once, an
+image folder) ends with a SourceEnded marker so the worker can close that camera's tracks.
+"""
+import logging
+import threading
+import time
+from collections import namedtuple
+
+from edge.capture.sources import SourceError, open_source
+from edge.crop import cropper_for
+
+log = logging.getLogger("edge.capture")
+
+FrameCrops = namedtuple("FrameCrops", "camera_id seq timestamp wall_time crops")
+SourceEnded = namedtuple("SourceEnded", "camera_id")
+
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 30.0
+
+
+class CaptureThread(threading.Thread):
+    def __init__(self, camera, mailbox, stop_event, source=None):
+        threading.Thread.__init__(self, name="capture-%s" % camera.id, daemon=True)
+        self.camera = camera
+        self.mailbox = mailbox
+        self.stop_event = stop_event
+        self.source = source or open_source(camera)
+        self.cropper = cropper_for(camera)
+        self.state = "starting"  # starting, streaming, reconnecting, ended, failed
+        self.error = None
+        self.frames = 0
+        self.reconnects = 0
+        self.last_progress = time.monotonic()  # heartbeat for the watchdog
+        self._wait_for_room = self.source.finite and camera.pacing == "fast"
+        self.wedge = False  # test hook (LPR_EDGE_TEST_WEDGE=camera): stop making progress
+
+    def run(self):
+        try:
+            self._run()
+        except Exception as exc:  # a bug must not die silently: health shows it
+            log.exception("camera %s: capture thread failed", self.camera.id)
+            self.state, self.error = "failed", str(exc)
+        finally:
+            self.source.close()
+            if self.state in ("ended", "failed") or self.source.finite:
+                self.mailbox.put(self.camera.id, SourceEnded(self.camera.id), wait=True, stop_event=self.stop_event)
+
+    def _run(self):
+        delay = RECONNECT_MIN_S
+        while not self.stop_event.is_set():
+            try:
+                self.source.open()
+            except SourceError as exc:
+                if self.source.finite:
+                    log.error("camera %s: %s", self.camera.id, exc)
+                    self.state, self.error = "failed", str(exc)
+                    return
+                self._backoff(exc, delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                continue
+            log.info("camera %s: streaming from %s", self.camera.id, self.camera.source)
+            self.state, self.error = "streaming", None
+            delay = RECONNECT_MIN_S
+            try:
+                if self._stream():
+                    self.state = "ended"
+                    log.info("camera %s: source ended after %d frames", self.camera.id, self.frames)
+                    return
+            except SourceError as exc:
+                self.source.close()
+                self._backoff(exc, delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+
+    def _backoff(self, exc, delay):
+        self.state, self.error = "reconnecting", str(exc)
+        self.reconnects += 1
+        log.warning("camera %s: %s; retrying in %.0f s", self.camera.id, exc, delay)
+        self.last_progress = time.monotonic()  # a documented reconnect state is progress, not a wedge
+        self.stop_event.wait(delay)
+
+    def _stream(self):
+        """Read until the source ends (True) or stop is asked (False); SourceError on a live failure."""
+        min_period = 1.0 / self.camera.fps if self.camera.fps else 0.0
+        last_ts = None
+        seq = 0
+        while not self.stop_event.is_set():
+            while self.wedge and not self.stop_event.is_set():
+                time.sleep(0.05)
+            item = self.source.read()
+            self.last_progress = time.monotonic()
+            if item is None:
+                return True
+            ts, frame = item
+            if min_period and last_ts is not None and ts - last_ts < min_period:
+                continue
+            last_ts = ts
+            seq += 1
+            self.frames += 1
+            crops = self.cropper.crops(frame)
+            self.mailbox.put(self.camera.id, FrameCrops(self.camera.id, seq, ts, time.time(), crops),
+                             wait=self._wait_for_room, stop_event=self.stop_event)
+        return False

@@ -1,0 +1,183 @@
+"""lpr-edge: license-plate recognition daemon and tools.
+
+Exit codes: 0 ok, 2 bad config or arguments, 1 runtime failure.
+"""
+import argparse
+import json
+import logging
+import sys
+
+from edge import __version__
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+log = logging.getLogger("edge.cli")
+
+
+def _load_config_or_exit(path):
+    from edge.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print("config error:\n%s" % "\n".join("  " + line for line in str(exc).splitlines()), file=sys.stderr)
+        return None
+
+
+def cmd_run(args):
+    from edge.app import App, install_signal_handlers
+    from edge.log import setup_logging
+    from edge.recognize.model import ModelError
+
+    config = _load_config_or_exit(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    setup_logging(args.log_level or config.log_level)
+    app = App(config)
+    try:
+        app.init()
+    except ModelError as exc:
+        log.error("model: %s", exc)
+        return EXIT_CONFIG
+    install_signal_handlers(app.stop_event)
+    app.start()
+    try:
+        code = app.run_until_stopped()
+    finally:
+        app.stop()
+    return code
+
+
+def cmd_check_config(args):
+    from edge.recognize.backends import create_backend
+    from edge.recognize.model import ModelError, load_model_info
+
+    config = _load_config_or_exit(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    try:
+        info = load_model_info(config.model.path, config.model.characters, config.model.name, config.model.version)
+        if not args.skip_model:
+            create_backend(config.recognizer.backend, info, config.recognizer).close()
+    except ModelError as exc:
+        print("config error:\n  model: %s" % exc, file=sys.stderr)
+        return EXIT_CONFIG
+    summary = {
+        "device_id": config.device_id,
+        "device_profile": config.device_profile,
+        "model": {"path": info.path, "name": info.name, "version": info.version, "characters": info.characters_path},
+        "recognizer": config.recognizer.__dict__,
+        "cameras": [{"id": c.id, "source": c.source, "mode": c.mode, "rois": [r.id for r in c.rois]}
+                    for c in config.cameras],
+        "mqtt": {"host": config.mqtt.host, "port": config.mqtt.port, "topic_prefix": config.mqtt.topic_prefix,
+                 "username": config.mqtt.username, "password": "(set)" if (config.mqtt.password_env or
+                                                                          config.mqtt.password_file) else None,
+                 "tls": config.mqtt.tls is not None},
+        "outbox": config.outbox.path,
+    }
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    print("config OK: %s" % args.config)
+    return EXIT_OK
+
+
+def cmd_evaluate(args):
+    from edge.config.model import RecognizerConfig
+    from edge.dataset import DatasetError, read_id_list
+    from edge.evaluate import evaluate
+    from edge.recognize.backends import create_backend
+    from edge.recognize.model import ModelError, load_model_info
+    from edge.recognize.recognizer import Recognizer
+
+    normalize = {}
+    for item in args.normalize or []:
+        if "=" not in item or len(item.split("=", 1)[0]) != 1:
+            print("error: --normalize takes FROM=TO with single characters, e.g. O=0", file=sys.stderr)
+            return EXIT_CONFIG
+        a, b = item.split("=", 1)
+        normalize[a] = b
+    try:
+        info = load_model_info(args.model, args.characters)
+        rc = RecognizerConfig(backend=args.backend, providers=args.providers.split(","), threads=args.threads)
+        recognizer = Recognizer(info, create_backend(args.backend, info, rc))
+        only = read_id_list(args.only_ids) if args.only_ids else None
+        result = evaluate(recognizer, args.data, normalize or None, args.batch, args.limit, keep_reads=args.show_errors,
+                          only_ids=only)
+    except (ModelError, DatasetError, ValueError) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return EXIT_CONFIG
+    if args.show_errors:
+        for path, label, text, score in result.pop("reads"):
+            if label != text:
+                print("%s: truth %s read %s (score %.2f)" % (path, label, text or "(nothing)", score))
+    print("model %s on %s (%s)" % (result["model"], result["data"], result["backend"]))
+    print("plates: %d evaluated, %d skipped %s" % (result["count"], result["skipped"],
+                                                    result["skipped_reasons"] or ""))
+    print("full-plate accuracy: %.2f%% (%d/%d)" % (100 * result["plate_accuracy"], result["correct"], result["count"]))
+    print("character accuracy: %.2f%%" % (100 * result["char_accuracy"]))
+    print("throughput: %s plates/s inference, %s plates/s with decoding of files"
+          % (result["plates_per_s_inference"], result["plates_per_s_total"]))
+    if result["confusions"]:
+        print("most frequent confusions: " + ", ".join("%s->%s x%d" % (c["truth"], c["read"], c["count"])
+                                                         for c in result["confusions"]))
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_version(args):
+    print("lpr-edge %s" % __version__)
+    return EXIT_OK
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="lpr-edge", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon", description="Run the daemon until SIGTERM/SIGINT.")
+    p.add_argument("--config", required=True, help="config YAML")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override the config's log_level")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a config and its model, print the effective settings",
+                       description="Validate a config file (schema, files it names, the model's I/O contract) "
+                                   "and print the effective settings, without secrets.")
+    p.add_argument("config", help="config YAML")
+    p.add_argument("--skip-model", action="store_true", help="do not load the model into the backend")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("evaluate", help="accuracy of a model on labelled plate crops",
+                       description="Full-plate and character accuracy, throughput and confusions of a model on "
+                                   "plate crops in the TAO layout (image/, label/); DATA may hold several such "
+                                   "folders. With --json the last line is one JSON object.")
+    p.add_argument("--model", required=True, help="ONNX model")
+    p.add_argument("--data", required=True, help="dataset folder (image/, label/) or a folder of them")
+    p.add_argument("--characters", help="characters list (default: found beside the model)")
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime",))
+    p.add_argument("--providers", default="CPUExecutionProvider", help="ONNX Runtime providers, comma-separated")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0: backend default)")
+    p.add_argument("--batch", type=int, default=64, help="plates per inference")
+    p.add_argument("--limit", type=int, help="evaluate only the first N plates")
+    p.add_argument("--only-ids", metavar="FILE", help="evaluate only the sample ids listed in FILE (a held-out split)")
+    p.add_argument("--normalize", action="append", metavar="FROM=TO",
+                   help="map a label character before scoring, e.g. O=0 for US lists without O (repeatable)")
+    p.add_argument("--show-errors", action="store_true", help="print every misread plate")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=cmd_version)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Configuration: one YAML file, validated against configs/schema/config.schema.json, merged over a device
+profile, turned into typed objects. Every problem is reported at once, each naming the key path, the
+value and what was expected; nothing starts on a bad config."""
+import io
+import json
+import os
+import re
+import socket
+
+import jsonschema
+import yaml
+
+from edge import resources
+from edge.config.model import Config, config_from_dict
+from edge.config.yamlload import load_yaml_text
+
+SCHEMA_FILE = "configs/schema/config.schema.json"
+PROFILE_SCHEMA_FILE = "configs/schema/device-profile.schema.json"
+PROFILE_DIR = "configs/devices"
+_SCHEMAS = {}
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; `problems` holds one line per problem."""
+
+    def __init__(self, source, problems):
+        self.source = source
+        self.problems = list(problems)
+        ValueError.__init__(self, "\n".join("%s: %s" % (source, p) for p in self.problems))
+
+
+def load_schema(relpath=SCHEMA_FILE):
+    if relpath not in _SCHEMAS:
+        with io.open(resources.find_data(relpath), encoding="utf-8") as f:
+            _SCHEMAS[relpath] = json.load(f)
+    return _SCHEMAS[relpath]
+
+
+def _key_path(path):
+    out = ""
+    for part in path:
+        out += "[%d]" % part if isinstance(part, int) else ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _describe(err):
+    """One line: key path, the offending value, what was expected (from the schema's description)."""
+    where = _key_path(err.absolute_path)
+    value = json.dumps(err.instance, ensure_ascii=False, default=str)
+    if len(value) > 80:
+        value = value[:77] + "..."
+    if err.validator == "additionalProperties":
+        return "%s: %s" % (where, err.message.replace("were unexpected", "are not known keys")
+                           .replace("was unexpected", "is not a known key"))
+    if err.validator == "required":
+        return "%s: %s" % (where, err.message)
+    expected = err.message
+    desc = err.schema.get("description")
+    line = "%s: value %s is wrong: %s" % (where, value, expected)
+    if desc:
+        line += " (expected: %s)" % desc.split(". ")[0].rstrip(".")
+    return line
+
+
+def schema_problems(data, schema):
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    return [_describe(e) for e in errors]
+
+
+def detect_profile(model_file="/proc/device-tree/model"):
+    """'auto' profile: the Jetson module from the device tree, else an NVIDIA GPU, else the CPU."""
+    try:
+        with io.open(model_file, encoding="utf-8", errors="replace") as f:
+            model = f.read().strip("\x00\n ")
+    except (IOError, OSError):
+        model = ""
+    if model:
+        for name in list_profiles():
+            for needle in load_profile(name).get("match", []):
+                if needle.lower() in model.lower():
+                    return name
+    if os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version"):
+        return "x86-nvidia"
+    return "cpu"
+
+
+def list_profiles():
+    folder = resources.find_data(PROFILE_DIR)
+    return sorted(os.path.splitext(n)[0] for n in os.listdir(folder) if n.endswith(".yaml"))
+
+
+def load_profile(name):
+    try:
+        path = resources.find_data(os.path.join(PROFILE_DIR, name + ".yaml"))
+    except IOError:
+        raise ConfigError("device_profile", ["unknown device profile %r (known: %s)" % (name, ", ".join(list_profiles()))])
+    with io.open(path, encoding="utf-8") as f:
+        data = load_yaml_text(f.read(), path)
+    schema = dict(load_schema(PROFILE_SCHEMA_FILE))
+    schema["properties"] = dict(schema["properties"], recognizer=load_schema()["properties"]["recognizer"])
+    problems = schema_problems(data, schema)
+    if problems:
+        raise ConfigError(path, problems)
+    return data
+
+
+def default_device_id():
+    name = socket.gethostname().split(".")[0].lower() or "lpr-edge"
+    return re.sub(r"[^a-z0-9_-]", "-", name)[:64]
+
+
+def _semantic_problems(data, base_dir):
+    """Checks a schema cannot express: unique ids, ROIs present in roi mode, regexes, files that exist."""
+    problems = []
+    seen = set()
+    for i, cam in enumerate(data.get("cameras", [])):
+        where = "cameras[%d]" % i
+        if cam["id"] in seen:
+            problems.append("%s.id: value %r is wrong: camera ids must be unique" % (where, cam["id"]))
+        seen.add(cam["id"])
+        if cam.get("mode", "roi") == "roi" and not cam.get("rois"):
+            problems.append("%s.rois: missing: mode 'roi' needs at least one ROI (or set mode: crop)" % where)
+        roi_ids = [r["id"] for r in cam.get("rois", [])]
+        for dup in sorted(set(r for r in roi_ids if roi_ids.count(r) > 1)):
+            problems.append("%s.rois: ROI id %r is used twice" % (where, dup))
+        for j, roi in enumerate(cam.get("rois", [])):
+            pts = roi["points"]
+            area = 0.0
+            for k in range(4):
+                x1, y1 = pts[k]
+                x2, y2 = pts[(k + 1) % 4]
+                area += x1 * y2 - x2 * y1
+            if abs(area) / 2.0 < 16:
+                problems.append("%s.rois[%d].points: value %s is wrong: the four points enclose no area"
+                                % (where, j, json.dumps(pts)))
+        if "format" in cam:
+            problems.extend(_regex_problem("%s.format" % where, cam["format"]))
+    if "format" in data.get("tracking", {}):
+        problems.extend(_regex_problem("tracking.format", data["tracking"]["format"]))
+    for i, rule in enumerate(data.get("tracking", {}).get("replace_rules", [])):
+        problems.extend(_regex_problem("tracking.replace_rules[%d].pattern" % i, rule["pattern"]))
+    model = data.get("model", {})
+    for key in ("path", "characters"):
+        if key in model and not os.path.isfile(_resolve(model[key], base_dir)):
+            problems.append("model.%s: value %r is wrong: no such file (%s)"
+                            % (key, model[key], _resolve(model[key], base_dir)))
+    mqtt = data.get("mqtt", {})
+    if "password_env" in mqtt and mqtt["password_env"] not in os.environ:
+        problems.append("mqtt.password_env: environment variable %r is not set" % mqtt["password_env"])
+    if "password_file" in mqtt and not os.path.isfile(_resolve(mqtt["password_file"], base_dir)):
+        problems.append("mqtt.password_file: value %r is wrong: no such file" % mqtt["password_file"])
+    for key in ("ca_certs", "certfile", "keyfile"):
+        value = mqtt.get("tls", {}).get(key)
+        if value is not None and not os.path.isfile(_resolve(value, base_dir)):
+            problems.append("mqtt.tls.%s: value %r is wrong: no such file" % (key, value))
+    if mqtt.get("reconnect_min_s", 1) > mqtt.get("reconnect_max_s", 60):
+        problems.append("mqtt.reconnect_min_s: value %r is wrong: larger than reconnect_max_s" % mqtt["reconnect_min_s"])
+    return problems
+
+
+def _regex_problem(where, pattern):
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return ["%s: value %r is wrong: not a regular expression (%s)" % (where, pattern, exc)]
+    return []
+
+
+def _resolve(path, base_dir):
+    path = os.path.expandvars(os.path.expanduser(path))
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
+
+
+def parse_config(data, source="<config>", base_dir="."):
+    """Validate a config mapping and build the typed Config; ConfigError lists every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["the file must hold a mapping of keys, not %s" % type(data).__name__])
+    problems = schema_problems(data, load_schema())
+    if problems:
+        raise ConfigError(source, problems)
+    problems = _semantic_problems(data, base_dir)
+    if problems:
+        raise ConfigError(source, problems)
+    profile_name = data.get("device_profile", "auto")
+    if profile_name == "auto":
+        profile_name = detect_profile()
+    profile = load_profile(profile_name)
+    merged = dict(data)
+    merged["recognizer"] = dict(profile["recognizer"], **data.get("recognizer", {}))
+    merged.setdefault("device_id", default_device_id())
+    return config_from_dict(merged, load_schema(), base_dir, profile_name, _resolve)
+
+
+def load_config(path):
+    """Read, validate and build the config from a YAML file."""
+    try:
+        with io.open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (IOError, OSError) as exc:
+        raise ConfigError(path, ["cannot read: %s" % exc])
+    try:
+        data = load_yaml_text(text, path)
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, ["not valid YAML: %s" % str(exc).replace("\n", " ")])
+    return parse_config(data, path, os.path.dirname(os.path.abspath(path)))
+
+
+__all__ = ["Config", "ConfigError", "load_config", "parse_config", "detect_profile", "list_profiles"]

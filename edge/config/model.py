@@ -1,0 +1,225 @@
+"""Typed views of a validated config. Defaults come from the JSON Schema's `default` keywords, so the
+schema (and the reference docs generated from it) is the one place they are written."""
+import io
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+
+@dataclass
+class ModelConfig:
+    path: str
+    characters: Optional[str] = None
+    name: Optional[str] = None
+    version: Optional[str] = None
+
+
+@dataclass
+class RecognizerConfig:
+    backend: str = "onnxruntime"
+    providers: List[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    max_batch: int = 16
+    max_wait_ms: float = 10.0
+    threads: int = 0
+
+
+@dataclass
+class RoiConfig:
+    id: str
+    points: List[Tuple[float, float]]
+
+
+@dataclass
+class CameraConfig:
+    id: str
+    source: str
+    enabled: bool
+    mode: str
+    rois: List[RoiConfig]
+    pacing: str
+    loop: bool
+    fps: float
+    queue_size: int
+    format: Optional[str] = None
+
+
+@dataclass
+class TrackingConfig:
+    min_confidence: float
+    min_plate_length: int
+    max_edit_distance: int
+    expire_s: float
+    min_reads: int
+    max_track_s: float
+    format: Optional[str] = None
+    replace_rules: List[Tuple[str, str]] = field(default_factory=list)
+    known_plates: Dict[str, List[str]] = field(default_factory=dict)
+    match_distance: int = 1
+
+
+@dataclass
+class EventsConfig:
+    snapshot: str = "none"
+    snapshot_quality: int = 90
+
+
+@dataclass
+class HealthConfig:
+    host: str = "127.0.0.1"
+    port: int = 8941
+    stage_deadline_s: float = 30.0
+
+
+@dataclass
+class HomeAssistantConfig:
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+    status_topic: str = "homeassistant/status"
+
+
+@dataclass
+class TlsConfig:
+    ca_certs: Optional[str] = None
+    certfile: Optional[str] = None
+    keyfile: Optional[str] = None
+    insecure: bool = False
+
+
+@dataclass
+class MqttConfig:
+    host: str
+    port: int
+    topic_prefix: str
+    protocol: str
+    keepalive_s: int
+    reconnect_min_s: float
+    reconnect_max_s: float
+    max_inflight: int
+    status_interval_s: float = 60.0
+    client_id: Optional[str] = None
+    username: Optional[str] = None
+    password_env: Optional[str] = None
+    password_file: Optional[str] = None
+    tls: Optional[TlsConfig] = None
+
+    def password(self):
+        """The password, read when needed so it never sits in the config object or its repr."""
+        if self.password_env:
+            return os.environ.get(self.password_env)
+        if self.password_file:
+            with io.open(self.password_file, encoding="utf-8") as f:
+                return f.readline().rstrip("\r\n")
+        return None
+
+
+@dataclass
+class OutboxConfig:
+    path: str
+    max_events: int
+    max_bytes: int
+
+
+@dataclass
+class Config:
+    device_id: str
+    device_profile: str
+    log_level: str
+    state_dir: str
+    print_events: bool
+    exit_when_sources_end: bool
+    model: ModelConfig
+    recognizer: RecognizerConfig
+    cameras: List[CameraConfig]
+    tracking: TrackingConfig
+    mqtt: MqttConfig
+    outbox: OutboxConfig
+    events: EventsConfig = field(default_factory=EventsConfig)
+    home_assistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    base_dir: str = "."
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def with_defaults(data, schema):
+    """Copy of `data` with the schema's defaults filled in, recursively through objects and arrays."""
+    if schema.get("type") == "object" and isinstance(data, dict):
+        out = dict(data)
+        for key, sub in schema.get("properties", {}).items():
+            if key not in out and "default" in sub:
+                out[key] = sub["default"]
+            if key in out:
+                out[key] = with_defaults(out[key], sub)
+        return out
+    if schema.get("type") == "array" and isinstance(data, list) and "items" in schema:
+        return [with_defaults(item, schema["items"]) for item in data]
+    return data
+
+
+def config_from_dict(data, schema, base_dir, profile_name, resolve):
+    """Build Config from a validated mapping (profile already merged); `resolve` makes paths absolute."""
+    d = with_defaults(data, schema)
+    props = schema["properties"]
+    model = dict(d["model"])
+    model["path"] = resolve(model["path"], base_dir)
+    if model.get("characters"):
+        model["characters"] = resolve(model["characters"], base_dir)
+    cameras = []
+    for cam in d["cameras"]:
+        if not cam["enabled"]:
+            continue
+        cam = dict(cam)
+        cam["rois"] = [RoiConfig(r["id"], [tuple(p) for p in r["points"]]) for r in cam.get("rois", [])]
+        cam["source"] = _resolve_source(cam["source"], base_dir, resolve)
+        cameras.append(CameraConfig(**cam))
+    mqtt = with_defaults(d.get("mqtt", {}), props["mqtt"])
+    tls = mqtt.pop("tls", None)
+    for key in ("password_file",):
+        if mqtt.get(key):
+            mqtt[key] = resolve(mqtt[key], base_dir)
+    if tls is not None:
+        tls = dict(tls)
+        for key in ("ca_certs", "certfile", "keyfile"):
+            if tls.get(key):
+                tls[key] = resolve(tls[key], base_dir)
+        tls = TlsConfig(**tls)
+    mqtt.setdefault("client_id", "lpr-edge-%s" % d["device_id"])
+    state_dir = d.get("state_dir") or os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "state"
+    state_dir = resolve(state_dir, base_dir if d.get("state_dir") else os.getcwd())
+    outbox = with_defaults(d.get("outbox", {}), props["outbox"])
+    outbox["path"] = resolve(outbox["path"], base_dir) if outbox.get("path") else os.path.join(state_dir, "outbox.sqlite3")
+    return Config(
+        device_id=d["device_id"],
+        device_profile=profile_name,
+        log_level=d["log_level"],
+        state_dir=state_dir,
+        print_events=d["print_events"],
+        exit_when_sources_end=d["exit_when_sources_end"],
+        model=ModelConfig(**model),
+        recognizer=RecognizerConfig(**d["recognizer"]),
+        cameras=cameras,
+        tracking=_tracking(with_defaults(d.get("tracking", {}), props["tracking"])),
+        mqtt=MqttConfig(tls=tls, **mqtt),
+        outbox=OutboxConfig(**outbox),
+        events=EventsConfig(**with_defaults(d.get("events", {}), props["events"])),
+        home_assistant=HomeAssistantConfig(**with_defaults(d.get("home_assistant", {}), props["home_assistant"])),
+        health=HealthConfig(**with_defaults(d.get("health", {}), props["health"])),
+        base_dir=base_dir,
+    )
+
+
+def _tracking(t):
+    t = dict(t)
+    t["replace_rules"] = [(r["pattern"], r["replacement"]) for r in t.get("replace_rules", [])]
+    return TrackingConfig(**t)
+
+
+def _resolve_source(source, base_dir, resolve):
+    """Relative file and folder sources are taken from the config file's folder."""
+    if source.startswith("file://") or source.startswith("dir://"):
+        scheme, rest = source.split("://", 1)
+        return "%s://%s" % (scheme, resolve(rest, base_dir))
+    if "://" not in source:
+        return resolve(source, base_dir)
+    return source

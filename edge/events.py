@@ -1,0 +1,83 @@
+"""Plate events: the JSON payload published on <prefix>/<device_id>/events (schema in
+configs/schema/event.schema.json). Field names follow Frigate's tracked_object_update where they mean
+the same (plate, score, camera, timestamp, plate_box). Delivery is at least once: consumers dedup by id.
+"""
+import base64
+import datetime
+import json
+import os
+import threading
+import time
+
+SCHEMA_ID = "lpr-edge/plate-event/1"
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class EventIds:
+    """ULID-style ids: 48-bit milliseconds + 80 random bits in Crockford base32 (26 characters). They
+    sort by creation time and stay monotonic within one millisecond (the random part is incremented)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._last_ms = -1
+        self._last_rand = 0
+
+    def new(self, now=None):
+        ms = int((time.time() if now is None else now) * 1000)
+        with self._lock:
+            if ms <= self._last_ms:
+                ms = self._last_ms
+                rand = (self._last_rand + 1) & ((1 << 80) - 1)
+            else:
+                rand = int.from_bytes(os.urandom(10), "big")
+            self._last_ms, self._last_rand = ms, rand
+        value = (ms << 80) | rand
+        return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+def utc_iso(ts):
+    """UTC ISO-8601 with milliseconds and a Z, e.g. 2026-11-24T03:00:00.123Z."""
+    dt = datetime.datetime.fromtimestamp(ts, tz=datetime.timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (dt.microsecond // 1000)
+
+
+def snapshot_jpeg(track, quality):
+    """The best read's plate crop (what the model saw) as JPEG bytes."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(track.best.image, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return buf.tobytes() if ok else None
+
+
+def build_event(track, event_id, device_id, model_info, known=None, snapshot=None):
+    """The event payload for a finished track (a dict, ready for json.dumps); `snapshot` is JPEG bytes
+    to carry inline."""
+    best = track.best
+    event = {
+        "schema": SCHEMA_ID,
+        "id": event_id,
+        "type": "plate",
+        "device_id": device_id,
+        "camera": track.camera_id,
+        "roi": track.roi_id,
+        "plate": best.text,
+        "score": round(best.score, 4),
+        "char_scores": [round(s, 4) for s in best.char_scores],
+        "read_count": track.reads,
+        "timestamp": utc_iso(best.wall_time),
+        "first_seen": utc_iso(track.first.wall_time),
+        "last_seen": utc_iso(track.last.wall_time),
+        "plate_box": list(best.box),
+        "model": {"name": model_info.name, "version": model_info.version, "sha256": model_info.sha256},
+        "known": known,
+    }
+    if snapshot is not None:
+        event["snapshot"] = {"content_type": "image/jpeg", "encoding": "base64",
+                             "data": base64.b64encode(snapshot).decode("ascii")}
+    return event
+
+
+def encode(event):
+    """Compact UTF-8 JSON."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,36 @@
+"""The backend interface every inference engine implements.
+
+    backend.infer(batch)  float32 [N, C, 48, 96] in [0, 1]  ->  (ids int [N, T], probs float32 [N, T])
+
+`ids` may be int32 (TensorRT) or int64 (ONNX ArgMax); decoding casts. `input_channels` is 3 for NVIDIA's
+deployables (1 for grayscale variants). `max_batch` is what one call takes; None means unlimited.
+"""
+from edge.recognize.model import ModelError
+
+INPUT_NAME = "image_input"
+OUTPUT_IDS = "tf_op_layer_ArgMax"
+OUTPUT_PROBS = "tf_op_layer_Max"
+
+
+class Backend:
+    name = "base"
+    input_channels = 3
+    max_batch = None
+    providers = ()
+
+    def infer(self, batch):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+def check_probe(model_path, ids, probs, n_chars, batch):
+    """Outputs of a probe inference must be [N, T] with class ids no larger than the blank."""
+    if ids.ndim != 2 or probs.ndim != 2 or ids.shape != probs.shape or ids.shape[0] != batch:
+        raise ModelError("%s: outputs have shapes %s and %s; LPRNet gives [N, T] for both"
+                         % (model_path, list(ids.shape), list(probs.shape)))
+    top = int(ids.max()) if ids.size else 0
+    if top > n_chars or int(ids.min()) < 0:
+        raise ModelError("%s: class id %d is outside 0..%d: the characters list (%d characters) does not match "
+                         "the model" % (model_path, top, n_chars, n_chars))

@@ -1,0 +1,85 @@
+"""ONNX Runtime backend: the embedded default on a machine without a GPU (CPU provider), and on GPUs
+through onnxruntime-gpu's TensorRT / CUDA providers where they load."""
+import logging
+
+import numpy as np
+
+from edge.recognize.backends.base import INPUT_NAME, OUTPUT_IDS, OUTPUT_PROBS, Backend, check_probe
+from edge.recognize.model import ModelError
+
+log = logging.getLogger("edge.recognize")
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, model_info, providers=("CPUExecutionProvider",), threads=0):
+        import onnxruntime as ort
+
+        path = model_info.path
+        available = ort.get_available_providers()
+        chosen = [p for p in providers if p in available]
+        if "CPUExecutionProvider" not in chosen:
+            chosen.append("CPUExecutionProvider")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(path, options, providers=chosen)
+        except Exception as exc:  # ORT raises its own exception types for a bad file
+            raise ModelError("%s: ONNX Runtime cannot load it: %s" % (path, str(exc).splitlines()[0]))
+        self.providers = tuple(self.session.get_providers())
+        self._check_contract(model_info)
+
+    def _check_contract(self, info):
+        path = info.path
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelError("%s: has %d inputs (%s); LPRNet has one, %s [N,3,48,96]"
+                             % (path, len(inputs), ", ".join(i.name for i in inputs), INPUT_NAME))
+        inp = inputs[0]
+        shape = list(inp.shape)
+        if len(shape) != 4 or shape[1] not in (1, 3) or shape[2] != 48 or shape[3] != 96:
+            raise ModelError("%s: input %s has shape %s; LPRNet's is [N,3,48,96] (or [N,1,48,96])"
+                             % (path, inp.name, shape))
+        if inp.type != "tensor(float)":
+            raise ModelError("%s: input %s is %s; LPRNet takes float32" % (path, inp.name, inp.type))
+        if inp.name != INPUT_NAME:
+            log.warning("model %s: input is named %r, not NVIDIA's %r; using it anyway", path, inp.name, INPUT_NAME)
+        self.input_name = inp.name
+        self.input_channels = shape[1]
+        self.max_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        names = [o.name for o in self.session.get_outputs()]
+        missing = [n for n in (OUTPUT_IDS, OUTPUT_PROBS) if n not in names]
+        if missing:
+            raise ModelError("%s: outputs are %s; LPRNet's deployable contract needs %s and %s"
+                             % (path, names, OUTPUT_IDS, OUTPUT_PROBS))
+        probe = np.zeros((self.max_batch or 1, self.input_channels, 48, 96), np.float32)
+        try:
+            ids, probs = self._run(probe)
+        except Exception as exc:
+            raise ModelError("%s: a probe inference failed: %s" % (path, str(exc).splitlines()[0]))
+        check_probe(path, ids, probs, len(info.characters), probe.shape[0])
+        self.timesteps = ids.shape[1]
+
+    def _run(self, batch):
+        ids, probs = self.session.run([OUTPUT_IDS, OUTPUT_PROBS], {self.input_name: batch})
+        return np.asarray(ids), np.asarray(probs)
+
+    def infer(self, batch):
+        if self.input_channels == 1 and batch.shape[1] == 3:
+            batch = batch.mean(axis=1, keepdims=True)
+        if self.max_batch is None:
+            return self._run(batch)
+        # a model exported with a fixed batch: run it in chunks of that size, padding the last
+        out_ids, out_probs = [], []
+        for start in range(0, batch.shape[0], self.max_batch):
+            chunk = batch[start:start + self.max_batch]
+            n = chunk.shape[0]
+            if n < self.max_batch:
+                chunk = np.concatenate([chunk, np.zeros((self.max_batch - n,) + chunk.shape[1:], chunk.dtype)])
+            ids, probs = self._run(chunk)
+            out_ids.append(ids[:n])
+            out_probs.append(probs[:n])
+        return np.concatenate(out_ids), np.concatenate(out_probs)

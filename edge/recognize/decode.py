@@ -1,0 +1,37 @@
+"""Greedy CTC decoding of LPRNet's deployable outputs (NVIDIA's decode_ctc_conf, shared/docs/lprnet.md 1.4).
+
+Walk the per-timestep class ids, keep an id when it differs from the previous one (with its probability),
+then drop blanks. The blank is the last class, `len(characters)`. The plate score is the product of the
+kept characters' probabilities, as NVIDIA's DeepStream parser computes it.
+"""
+from collections import namedtuple
+
+import numpy as np
+
+Read = namedtuple("Read", "text score char_scores invalid_ids")
+"""One decoded plate: text, plate score, per-character scores, count of ids outside the character list."""
+
+
+def decode(ids, probs, characters):
+    """Decode one plate from 1-D `ids` (int32 or int64) and `probs`."""
+    blank = len(characters)
+    text, scores = [], []
+    previous = None
+    invalid = 0
+    for class_id, prob in zip(ids.tolist(), probs.tolist()):
+        if class_id != previous:
+            if 0 <= class_id < blank:
+                text.append(characters[class_id])
+                scores.append(float(prob))
+            elif class_id != blank:
+                invalid += 1  # a character list shorter than the model's classes: counted, never printed
+        previous = class_id
+    score = float(np.prod(scores)) if scores else 0.0
+    return Read("".join(text), score, scores, invalid)
+
+
+def decode_batch(ids, probs, characters):
+    """Decode a batch: `ids` and `probs` are [N, T]."""
+    ids = np.asarray(ids).astype(np.int64, copy=False)
+    probs = np.asarray(probs, dtype=np.float32)
+    return [decode(ids[i], probs[i], characters) for i in range(ids.shape[0])]

@@ -1,0 +1,111 @@
+"""The recognizer worker: one thread that batches crops across cameras (up to max_batch, waiting at most
+max_wait_ms once it holds one), runs LPRNet, and hands each read to the tracker; finished tracks become
+events committed to the outbox. It owns the recognizer, the tracker and its outbox connection."""
+import logging
+import threading
+import time
+
+from edge.capture import FrameCrops, SourceEnded
+from edge.track import PlateRead
+
+log = logging.getLogger("edge.recognize")
+
+IDLE_POLL_S = 0.2
+
+
+class RecognizerWorker(threading.Thread):
+    def __init__(self, recognizer, mailbox, tracker, emit, stop_event, max_batch, max_wait_ms, metrics=None):
+        threading.Thread.__init__(self, name="recognizer", daemon=True)
+        self.recognizer = recognizer
+        self.mailbox = mailbox
+        self.tracker = tracker
+        self.emit = emit  # callable(track) -> commits the event; runs in this thread
+        self.stop_event = stop_event
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.ended_cameras = set()
+        self.crops_read = 0
+        self.batches = 0
+        self.last_progress = time.monotonic()
+        self.busy_since = None  # set while inside a batch: the watchdog's wedge detector reads it
+        self.error = None
+        self.metrics = metrics
+        self.wedge = False  # test hook (LPR_EDGE_TEST_WEDGE=recognizer): hang inside a batch
+
+    def run(self):
+        try:
+            while not self.stop_event.is_set():
+                self.last_progress = time.monotonic()
+                self.step()
+        except Exception as exc:
+            log.exception("recognizer worker failed")
+            self.error = str(exc)
+        finally:
+            self.drain()
+
+    def _gather(self):
+        """Frames whose crops fill one batch, or whatever came within max_wait after the first."""
+        items = self.mailbox.take(self.max_batch, IDLE_POLL_S)
+        if not items:
+            return items
+        deadline = time.monotonic() + self.max_wait_s
+        while self._crop_count(items) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            more = self.mailbox.take(self.max_batch - self._crop_count(items), remaining)
+            if not more:
+                break
+            items.extend(more)
+        return items
+
+    @staticmethod
+    def _crop_count(items):
+        return sum(len(i.crops) for i in items if isinstance(i, FrameCrops))
+
+    def step(self):
+        items = self._gather()
+        frames = [i for i in items if isinstance(i, FrameCrops)]
+        if frames:
+            self.process(frames)
+        for item in items:
+            if isinstance(item, SourceEnded):
+                self.ended_cameras.add(item.camera_id)
+                for track in self.tracker.close_camera(item.camera_id):
+                    self.emit(track)
+        for track in self.tracker.expire_idle(time.time()):
+            self.emit(track)
+
+    def process(self, frames):
+        flat = [(frame, crop) for frame in frames for crop in frame.crops]
+        self.busy_since = start = time.monotonic()
+        try:
+            while self.wedge and not self.stop_event.is_set():
+                time.sleep(0.05)
+            reads = self.recognizer.read([crop.image for _, crop in flat])
+        finally:
+            self.busy_since = None
+        if self.metrics is not None:
+            self.metrics.observe_batch(len(flat), time.monotonic() - start)
+        self.batches += 1
+        self.crops_read += len(flat)
+        for (frame, crop), read in zip(flat, reads):
+            plate_read = PlateRead(frame.camera_id, crop.roi_id, frame.timestamp, frame.wall_time, read.text,
+                                   read.score, read.char_scores, crop.image, crop.box)
+            for track in self.tracker.add(plate_read):
+                self.emit(track)
+
+    def drain(self):
+        """On stop: read what is queued and close every open track, so nothing recognized is lost."""
+        try:
+            while True:
+                items = self.mailbox.take(self.max_batch, 0)
+                if not items:
+                    break
+                frames = [i for i in items if isinstance(i, FrameCrops)]
+                if frames:
+                    self.process(frames)
+            for track in self.tracker.close_all():
+                self.emit(track)
+        except Exception:
+            log.exception("recognizer worker: draining failed")

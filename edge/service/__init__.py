@@ -1,0 +1,1 @@
+"""Running as a service: systemd notify/watchdog, health and metrics over HTTP."""

@@ -1,0 +1,176 @@
+"""Reads of the same plate across consecutive frames of one camera ROI form a track; a track becomes
+one event. A read joins a track when its text is within `max_edit_distance` edits of the track's text
+and it comes within `expire_s` (source time) of the track's last read.
+
+A track is emitted once: as soon as one text has `min_reads` confirmations (a car waiting at a gate is
+reported while it waits), or when the track ends with at least `min_reads` reads. The event carries the
+best read of the winning text (highest score), the read count and the first and last time seen.
+Reads that are too short, below `min_confidence` or off the plate `format` never join a track; they
+are counted by reason.
+"""
+import collections
+import re
+import time
+from collections import namedtuple
+
+PlateRead = namedtuple("PlateRead", "camera_id roi_id timestamp wall_time text score char_scores image box")
+
+WALL_SLACK_S = 2.0  # a camera that stops sending frames closes its tracks this long after expire_s
+
+
+def edit_distance(a, b, limit=None):
+    """Levenshtein distance; stops early (returns limit + 1) once it must exceed `limit`."""
+    if a == b:
+        return 0
+    if limit is not None and abs(len(a) - len(b)) > limit:
+        return limit + 1
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        if limit is not None and min(cur) > limit:
+            return limit + 1
+        prev = cur
+    return prev[-1]
+
+
+class Track:
+    def __init__(self, read):
+        self.camera_id, self.roi_id = read.camera_id, read.roi_id
+        self.reads = 0
+        self.counts = collections.Counter()
+        self.best_by_text = {}
+        self.first, self.last = read, read
+        self.emitted = False
+        self.add(read)
+
+    def add(self, read):
+        self.reads += 1
+        self.counts[read.text] += 1
+        best = self.best_by_text.get(read.text)
+        if best is None or read.score > best.score:
+            self.best_by_text[read.text] = read
+        self.last = read
+
+    @property
+    def text(self):
+        """The winning text: most reads, then the highest score."""
+        return max(self.counts, key=lambda t: (self.counts[t], self.best_by_text[t].score))
+
+    @property
+    def best(self):
+        return self.best_by_text[self.text]
+
+
+class Tracker:
+    def __init__(self, config, camera_formats=None):
+        self.config = config
+        self.formats = {}
+        for camera_id, pattern in (camera_formats or {}).items():
+            if pattern:
+                self.formats[camera_id] = re.compile(pattern)
+        self.default_format = re.compile(config.format) if config.format else None
+        self.replace_rules = [(re.compile(p), r) for p, r in config.replace_rules]
+        self.tracks = collections.defaultdict(list)  # (camera, roi) -> open tracks
+        self.rejected = collections.Counter()  # reason -> reads
+        self.dropped_tracks = 0  # tracks that ended with fewer than min_reads reads
+
+    def _format(self, camera_id):
+        return self.formats.get(camera_id, self.default_format)
+
+    def reject_reason(self, read):
+        if len(read.text) < self.config.min_plate_length:
+            return "too_short"
+        if read.score < self.config.min_confidence:
+            return "low_confidence"
+        fmt = self._format(read.camera_id)
+        if fmt is not None and not fmt.fullmatch(read.text):
+            return "format"
+        return None
+
+    def apply_rules(self, read):
+        """replace_rules on the text; if a rule changed the length, every character gets the plate's
+        geometric-mean score so that their product still equals the plate score."""
+        text = read.text
+        for pattern, replacement in self.replace_rules:
+            text = pattern.sub(replacement, text)
+        if text == read.text:
+            return read
+        scores = read.char_scores
+        if len(text) != len(read.text):
+            scores = [read.score ** (1.0 / len(text))] * len(text) if text else []
+        return read._replace(text=text, char_scores=scores)
+
+    def add(self, read):
+        """Take one read; return the tracks to emit now."""
+        read = self.apply_rules(read)
+        key = (read.camera_id, read.roi_id)
+        out = self._expire(key, read.timestamp)
+        reason = self.reject_reason(read)
+        if reason:
+            self.rejected[reason] += 1
+            return out
+        limit = self.config.max_edit_distance
+        best, best_dist = None, limit + 1
+        for track in self.tracks[key]:
+            dist = edit_distance(read.text, track.text, limit)
+            if dist < best_dist:
+                best, best_dist = track, dist
+        if best is None:
+            best = Track(read)
+            self.tracks[key].append(best)
+        else:
+            best.add(read)
+        if not best.emitted and best.counts[best.text] >= self.config.min_reads:
+            best.emitted = True
+            out.append(best)
+        if best.last.timestamp - best.first.timestamp > self.config.max_track_s:
+            self.tracks[key].remove(best)  # a parked car: close this track, the next read starts another
+            out.extend(self._closed([best]))
+        return out
+
+    def _expire(self, key, now):
+        old = [t for t in self.tracks[key] if now - t.last.timestamp > self.config.expire_s]
+        for track in old:
+            self.tracks[key].remove(track)
+        return self._closed(old)
+
+    def _closed(self, tracks):
+        out = []
+        for track in tracks:
+            if track.emitted:
+                continue
+            if track.reads >= self.config.min_reads:
+                track.emitted = True
+                out.append(track)
+            else:
+                self.dropped_tracks += 1
+        return out
+
+    def expire_idle(self, wall_now=None):
+        """Close tracks of cameras that stopped sending reads (by wall clock)."""
+        wall_now = time.time() if wall_now is None else wall_now
+        limit = self.config.expire_s + WALL_SLACK_S
+        out = []
+        for key in list(self.tracks):
+            old = [t for t in self.tracks[key] if wall_now - t.last.wall_time > limit]
+            for track in old:
+                self.tracks[key].remove(track)
+            out.extend(self._closed(old))
+        return out
+
+    def close_camera(self, camera_id):
+        out = []
+        for key in [k for k in self.tracks if k[0] == camera_id]:
+            out.extend(self._closed(self.tracks.pop(key)))
+        return out
+
+    def close_all(self):
+        out = []
+        for key in list(self.tracks):
+            out.extend(self._closed(self.tracks.pop(key)))
+        return out
+
+    def open_tracks(self):
+        return sum(len(v) for v in self.tracks.values())

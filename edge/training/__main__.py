@@ -1,0 +1,5 @@
+import sys
+
+from edge.training.cli import main
+
+sys.exit(main())

@@ -1,0 +1,105 @@
+"""lpr-edge-train: train, fine-tune and export LPRNet models (needs the `train` extra: torch, onnx)."""
+import argparse
+import json
+import logging
+import os
+import sys
+
+from edge.dataset import DatasetError
+
+
+def _train(args):
+    from edge.training.export import check_same_reads, export_onnx, sha256_file
+    from edge.training.spec import SpecError, load_spec
+    from edge.training.train import generate_synthetic, train
+
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
+    out = args.output_dir or spec.get("output_dir") or os.path.join("runs", spec.get("model_name", "lprnet"))
+    try:
+        model, characters, history = train(spec, out, resume=args.resume, init_from=args.init_from,
+                                           progress=not args.no_progress)
+    except DatasetError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
+    with open(os.path.join(out, "history.json"), "w") as f:
+        json.dump(history, f, indent=1)
+    if args.export:
+        name = spec.get("model_name", "lprnet")
+        path = os.path.join(args.export, name + ".onnx") if os.path.isdir(args.export) else args.export
+        export_onnx(model, path)
+        region = spec["dataset_config"].get("synthetic", {}).get("region", "us")
+        images, _ = generate_synthetic(region, 256, seed=12345, workers=1)
+        mismatches = check_same_reads(model, path, images, characters)
+        if mismatches:
+            print("error: ONNX Runtime and PyTorch decode differently: %s" % mismatches[:5], file=sys.stderr)
+            return 1
+        print("exported %s (sha256 %s); ONNX Runtime and PyTorch agree on 256 plates" % (path, sha256_file(path)))
+    return 0
+
+
+def _export(args):
+    from edge.training.export import check_same_reads, export_onnx, random_images
+    from edge.training.train import load_model_from_checkpoint
+
+    model, ckpt = load_model_from_checkpoint(args.checkpoint)
+    export_onnx(model, args.output)
+    mismatches = check_same_reads(model, args.output, random_images(64), ckpt["characters"])
+    if mismatches:
+        print("error: ONNX Runtime and PyTorch decode differently: %s" % mismatches[:5], file=sys.stderr)
+        return 1
+    print("exported %s" % args.output)
+    return 0
+
+
+def _synth(args):
+    import cv2
+
+    from edge.training.train import generate_synthetic
+
+    images, labels = generate_synthetic(args.region, args.count, args.seed)
+    os.makedirs(os.path.join(args.out, "image"), exist_ok=True)
+    os.makedirs(os.path.join(args.out, "label"), exist_ok=True)
+    for i, (img, text) in enumerate(zip(images, labels)):
+        cv2.imwrite(os.path.join(args.out, "image", "%06d.jpg" % i), img[:, :, ::-1])
+        with open(os.path.join(args.out, "label", "%06d.txt" % i), "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    print("wrote %d plates to %s" % (len(labels), args.out))
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="lpr-edge-train", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    p = sub.add_parser("train", help="train or fine-tune from a spec YAML")
+    p.add_argument("--spec", required=True, help="spec YAML (lpr_config, training_config, dataset_config)")
+    p.add_argument("--output-dir", help="checkpoints and history (default: spec output_dir)")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
+    p.add_argument("--init-from", help="checkpoint whose weights start this run (fine-tuning)")
+    p.add_argument("--export", help="folder or .onnx path to export the trained model to")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (deployable contract)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--output", required=True)
+    p.set_defaults(func=_export)
+    p = sub.add_parser("synth", help="write synthetic plates as a dataset folder (image/, label/)")
+    p.add_argument("--region", choices=("us", "ch"), required=True)
+    p.add_argument("--count", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_synth)
+    return parser
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args)

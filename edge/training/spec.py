@@ -1,0 +1,134 @@
+"""Training spec: a YAML file mirroring NVIDIA TAO's LPRNet spec (lpr_config, training_config,
+dataset_config, augmentation_config), checked against a JSON Schema so that an unknown key or a wrong
+value is a clear error naming the file and the key."""
+import io
+
+import jsonschema
+import yaml
+
+from edge.config.yamlload import load_yaml_text
+
+_NUM = {"type": "number"}
+_DIR_SOURCE = {
+    "type": "object", "additionalProperties": False,
+    "description": "A folder in the TAO layout (image/ and label/), or the two folders named apart.",
+    "properties": {
+        "path": {"type": "string", "description": "Dataset folder holding image/ and label/."},
+        "image_directory_path": {"type": "string", "description": "Folder of plate crops."},
+        "label_directory_path": {"type": "string", "description": "Folder of one-line label files."},
+        "normalize": {"type": "object", "additionalProperties": {"type": "string"},
+                      "description": "Character substitutions applied to labels, e.g. {O: '0'}."},
+        "exclude_ids_from": {"type": "string",
+                             "description": "A file of sample ids (one per line) to leave out, e.g. an eval split."},
+        "only_ids_from": {"type": "string", "description": "A file of sample ids to use, all others left out."},
+        "repeat": {"type": "integer", "minimum": 1, "description": "How many times per epoch to use each sample."},
+    },
+}
+SPEC_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object", "additionalProperties": False,
+    "required": ["lpr_config", "training_config", "dataset_config"],
+    "properties": {
+        "random_seed": {"type": "integer", "description": "Seed for data generation and weight init."},
+        "model_name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$",
+                       "description": "File stem of the exported ONNX, e.g. us_lprnet_baseline18."},
+        "output_dir": {"type": "string", "description": "Where checkpoints and logs go."},
+        "lpr_config": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "hidden_units": {"type": "integer", "minimum": 8, "description": "LSTM size (NVIDIA: 512)."},
+                "max_label_length": {"type": "integer", "minimum": 1, "maximum": 11,
+                                     "description": "Longest label; 24 timesteps need 4*(2L+1) <= 96."},
+                "arch": {"enum": ["baseline"], "description": "Backbone; only NVIDIA's baseline."},
+                "nlayers": {"enum": [10, 18], "description": "baseline10 or baseline18."},
+                "width": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
+                          "description": "Channel multiplier over 64/128/256/300 (1.0 = NVIDIA's)."},
+            },
+        },
+        "training_config": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "batch_size_per_gpu": {"type": "integer", "minimum": 1, "description": "Batch size."},
+                "num_epochs": {"type": "integer", "minimum": 1, "description": "Epochs over the training set."},
+                "optimizer": {"enum": ["adam", "sgd"],
+                              "description": "adam (fast on a CPU budget) or sgd with momentum 0.9 (TAO)."},
+                "learning_rate": {
+                    "type": "object", "additionalProperties": False,
+                    "description": "TAO's soft_start_annealing_schedule.",
+                    "properties": {
+                        "min_learning_rate": _NUM, "max_learning_rate": _NUM,
+                        "soft_start": {"type": "number", "minimum": 0, "maximum": 1},
+                        "annealing": {"type": "number", "minimum": 0, "maximum": 1},
+                    },
+                },
+                "regularizer": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"type": {"enum": ["L2", "NO_REG"]}, "weight": _NUM},
+                },
+                "checkpoint_interval": {"type": "integer", "minimum": 1, "description": "Epochs between checkpoints."},
+                "time_budget_minutes": {"type": "number", "exclusiveMinimum": 0,
+                                        "description": "Stop (and save) when this much wall time has passed."},
+                "threads": {"type": "integer", "minimum": 1, "description": "torch CPU threads."},
+            },
+        },
+        "eval_config": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"batch_size": {"type": "integer", "minimum": 1},
+                           "validation_period_during_training": {"type": "integer", "minimum": 1}},
+        },
+        "augmentation_config": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "strength": {"type": "number", "minimum": 0, "maximum": 1.5,
+                             "description": "Scales pose and margin ranges of the synthetic augmentation."},
+                "clean_prob": {"type": "number", "minimum": 0, "maximum": 1,
+                               "description": "Share of synthetic plates left un-augmented."},
+                "real_augment_prob": {"type": "number", "minimum": 0, "maximum": 1,
+                                      "description": "Share of real crops given light pose/blur/noise each epoch."},
+            },
+        },
+        "dataset_config": {
+            "type": "object", "additionalProperties": False, "required": ["characters_list_file"],
+            "properties": {
+                "characters_list_file": {"type": "string", "description": "One character per line."},
+                "synthetic": {
+                    "type": "object", "additionalProperties": False, "required": ["region", "count"],
+                    "properties": {"region": {"enum": ["us", "ch"]},
+                                   "count": {"type": "integer", "minimum": 1}},
+                },
+                "data_sources": {"type": "array", "items": _DIR_SOURCE},
+                "validation_synthetic": {"type": "integer", "minimum": 0,
+                                         "description": "Synthetic validation plates (a seed apart from training)."},
+                "validation_data_sources": {"type": "array", "items": _DIR_SOURCE},
+            },
+        },
+    },
+}
+
+
+class SpecError(ValueError):
+    pass
+
+
+def load_spec(path):
+    try:
+        with io.open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (IOError, OSError) as exc:
+        raise SpecError("%s: cannot read spec: %s" % (path, exc))
+    try:
+        spec = load_yaml_text(text, path)
+    except (yaml.YAMLError, ValueError) as exc:
+        raise SpecError("%s: %s" % (path, exc))
+    errors = sorted(jsonschema.Draft7Validator(SPEC_SCHEMA).iter_errors(spec), key=lambda e: list(e.path))
+    if errors:
+        lines = []
+        for err in errors:
+            where = "/".join(str(p) for p in err.path) or "(top level)"
+            lines.append("%s: %s: %s" % (path, where, err.message))
+        raise SpecError("\n".join(lines))
+    lpr = spec["lpr_config"]
+    if 4 * (2 * lpr.get("max_label_length", 8) + 1) > 96:
+        raise SpecError("%s: lpr_config/max_label_length: %d needs more than 24 timesteps (4*(2L+1) > 96)"
+                        % (path, lpr["max_label_length"]))
+    return spec

@@ -1,0 +1,283 @@
+"""Train or fine-tune LPRNet with CTC from a spec YAML (see spec.py), on synthetic plates, real plate
+folders, or both. Checkpoints every `checkpoint_interval` epochs and at the time budget; `--resume`
+continues a run, `--init-from` starts from another run's weights (transfer learning)."""
+import logging
+import math
+import multiprocessing
+import os
+import time
+
+import numpy as np
+import torch
+
+from edge.dataset import DatasetError, load_characters, read_image, scan
+from edge.recognize.decode import decode_batch
+from edge.training import synth
+from edge.training.model import LPRNet, LPRNetConfig
+
+log = logging.getLogger("edge.training")
+
+SYNTH_CHUNK = 500
+
+
+def _synth_chunk(args):
+    region, seed, count, strength, clean_prob = args
+    rng = np.random.default_rng(seed)
+    images = np.empty((count, 48, 96, 3), np.uint8)
+    labels = []
+    for i in range(count):
+        images[i], text = synth.make_sample(region, rng, strength=strength, clean_prob=clean_prob)
+        labels.append(text)
+    return images, labels
+
+
+def generate_synthetic(region, count, seed, strength=1.0, clean_prob=0.1, workers=None):
+    """`count` synthetic 96x48 plate crops and labels, made in parallel, reproducible from `seed`."""
+    jobs = []
+    for start in range(0, count, SYNTH_CHUNK):
+        jobs.append((region, seed * 100003 + start, min(SYNTH_CHUNK, count - start), strength, clean_prob))
+    workers = workers or max(1, os.cpu_count() or 1)
+    if workers == 1 or len(jobs) == 1:
+        parts = [_synth_chunk(j) for j in jobs]
+    else:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_synth_chunk, jobs)
+    images = np.concatenate([p[0] for p in parts]) if parts else np.empty((0, 48, 96, 3), np.uint8)
+    labels = [t for p in parts for t in p[1]]
+    return images, labels
+
+
+def _read_ids(path):
+    from edge.dataset import read_id_list
+
+    return read_id_list(path)
+
+
+def load_real(source, characters, max_label_length):
+    """Real plate folder -> (images [N,48,96,3] uint8, labels). Bad samples are logged by file and skipped."""
+    import cv2
+
+    if "path" in source:
+        image_dir, label_dir = os.path.join(source["path"], "image"), os.path.join(source["path"], "label")
+    else:
+        image_dir, label_dir = source["image_directory_path"], source["label_directory_path"]
+    samples, skipped = scan(image_dir, label_dir, characters, max_label_length, source.get("normalize"))
+    keep = None
+    if "only_ids_from" in source:
+        keep = _read_ids(source["only_ids_from"])
+    drop = _read_ids(source["exclude_ids_from"]) if "exclude_ids_from" in source else set()
+    images, labels = [], []
+    for sample in samples:
+        sid = os.path.splitext(os.path.basename(sample.image_path))[0]
+        if sid in drop or (keep is not None and sid not in keep):
+            continue
+        img = read_image(sample.image_path)
+        if img is None:
+            skipped.append((sample.image_path, "unreadable image"))
+            continue
+        images.append(cv2.resize(img, (96, 48), interpolation=cv2.INTER_LINEAR))
+        labels.append(sample.label)
+    for item in skipped:
+        log.warning("skipped %s: %s", item[0], item[1])
+    if not images:
+        raise DatasetError("%s: no usable samples" % image_dir)
+    repeat = source.get("repeat", 1)
+    arr = np.stack(images)
+    return np.concatenate([arr] * repeat), labels * repeat
+
+
+def encode_targets(labels, char_index):
+    targets = torch.tensor([char_index[c] for text in labels for c in text], dtype=torch.long)
+    lengths = torch.tensor([len(t) for t in labels], dtype=torch.long)
+    return targets, lengths
+
+
+def learning_rate(progress, cfg):
+    """TAO's soft-start annealing: rise min->max over soft_start, hold, decay max->min after annealing."""
+    lo = cfg.get("min_learning_rate", 1e-5)
+    hi = cfg.get("max_learning_rate", 1e-3)
+    soft, anneal = cfg.get("soft_start", 0.05), cfg.get("annealing", 0.6)
+    if progress < soft:
+        return lo * (hi / lo) ** (progress / max(soft, 1e-9))
+    if progress < anneal:
+        return hi
+    return hi * (lo / hi) ** ((progress - anneal) / max(1.0 - anneal, 1e-9))
+
+
+def to_tensor(images_uint8):
+    return torch.from_numpy(images_uint8).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def predict(model, images, characters, batch_size=256):
+    model.eval()
+    reads = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            prob = model(to_tensor(images[start:start + batch_size])).softmax(-1)
+            best, ids = prob.max(-1)
+            reads.extend(decode_batch(ids.numpy(), best.numpy(), characters))
+    return reads
+
+
+def accuracy(model, images, labels, characters):
+    if not labels:
+        return float("nan")
+    reads = predict(model, images, characters)
+    return sum(r.text == t for r, t in zip(reads, labels)) / float(len(labels))
+
+
+def model_config(spec, n_chars):
+    lpr = spec["lpr_config"]
+    return LPRNetConfig(n_chars=n_chars, nlayers=lpr.get("nlayers", 18), hidden_units=lpr.get("hidden_units", 512),
+                        width=lpr.get("width", 1.0))
+
+
+def save_checkpoint(path, model, optimizer, epoch, step, spec, characters):
+    tmp = path + ".part"
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
+                "spec": spec, "characters": characters, "config": model.config.__dict__}, tmp)
+    os.replace(tmp, path)
+
+
+def load_model_from_checkpoint(path):
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = LPRNet(LPRNetConfig(**ckpt["config"]))
+    model.load_state_dict(ckpt["model"])
+    return model, ckpt
+
+
+def build_sets(spec, characters, seed):
+    ds = spec["dataset_config"]
+    aug = spec.get("augmentation_config", {})
+    max_len = spec["lpr_config"].get("max_label_length", 8)
+    images, labels = [], []
+    if "synthetic" in ds:
+        t0 = time.time()
+        x, y = generate_synthetic(ds["synthetic"]["region"], ds["synthetic"]["count"], seed,
+                                  aug.get("strength", 1.0), aug.get("clean_prob", 0.1))
+        log.info("generated %d synthetic plates in %.0f s", len(y), time.time() - t0)
+        images.append(x)
+        labels.extend(y)
+    n_synth = len(labels)
+    for source in ds.get("data_sources", []):
+        x, y = load_real(source, characters, max_len)
+        log.info("loaded %d real plates from %s", len(y), source.get("path", source.get("image_directory_path")))
+        images.append(x)
+        labels.extend(y)
+    if not labels:
+        raise DatasetError("spec has no training data (dataset_config.synthetic or data_sources)")
+    val_x, val_y = [], []
+    if ds.get("validation_synthetic") and "synthetic" in ds:
+        x, y = generate_synthetic(ds["synthetic"]["region"], ds["validation_synthetic"], seed + 7919,
+                                  aug.get("strength", 1.0), aug.get("clean_prob", 0.1))
+        val_x.append(x)
+        val_y.extend(y)
+    for source in ds.get("validation_data_sources", []):
+        x, y = load_real(source, characters, max_len)
+        val_x.append(x)
+        val_y.extend(y)
+    bad = [t for t in labels if any(c not in set(characters) for c in t) or len(t) > max_len]
+    if bad:
+        raise DatasetError("%d training labels do not fit the characters list or max_label_length, e.g. %r"
+                           % (len(bad), bad[0]))
+    train_x = np.concatenate(images)
+    val = (np.concatenate(val_x), val_y) if val_y else (np.empty((0, 48, 96, 3), np.uint8), [])
+    return train_x, labels, n_synth, val
+
+
+def train(spec, output_dir, resume=False, init_from=None, progress=True):
+    """Run training; returns (model, characters, history)."""
+    seed = spec.get("random_seed", 42)
+    torch.manual_seed(seed)
+    tcfg = spec["training_config"]
+    torch.set_num_threads(tcfg.get("threads", max(1, os.cpu_count() or 1)))
+    characters = load_characters(spec["dataset_config"]["characters_list_file"])
+    char_index = {c: i for i, c in enumerate(characters)}
+    os.makedirs(output_dir, exist_ok=True)
+    ckpt_path = os.path.join(output_dir, "last.pt")
+
+    model = LPRNet(model_config(spec, len(characters)))
+    start_epoch, step = 0, 0
+    if init_from:
+        src, ckpt = load_model_from_checkpoint(init_from)
+        if ckpt["characters"] != characters:
+            raise DatasetError("%s: trained with another characters list than %s"
+                               % (init_from, spec["dataset_config"]["characters_list_file"]))
+        model.load_state_dict(src.state_dict())
+        log.info("fine-tuning from %s", init_from)
+    opt_name = tcfg.get("optimizer", "adam")
+    lr_cfg = tcfg.get("learning_rate", {})
+    reg = tcfg.get("regularizer", {"type": "L2", "weight": 5e-5})
+    wd = reg.get("weight", 0.0) if reg.get("type", "L2") == "L2" else 0.0
+    if opt_name == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=wd)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=wd)
+    if resume and os.path.exists(ckpt_path):
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, step = ckpt["epoch"], ckpt["step"]
+        log.info("resuming %s at epoch %d", ckpt_path, start_epoch)
+
+    train_x, train_y, n_synth, (val_x, val_y) = build_sets(spec, characters, seed)
+    aug = spec.get("augmentation_config", {})
+    real_aug = aug.get("real_augment_prob", 0.0)
+    batch = tcfg.get("batch_size_per_gpu", 64)
+    epochs = tcfg.get("num_epochs", 10)
+    steps_per_epoch = int(math.ceil(len(train_y) / float(batch)))
+    total_steps = steps_per_epoch * epochs
+    budget = tcfg.get("time_budget_minutes")
+    deadline = time.time() + budget * 60 if budget else None
+    ctc = torch.nn.CTCLoss(blank=len(characters), zero_infinity=True)
+    history = []
+    rng = np.random.default_rng(seed + start_epoch)
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress bar is a nicety
+        tqdm = None
+    stopped_early = False
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        order = rng.permutation(len(train_y))
+        bar = range(steps_per_epoch)
+        if progress and tqdm is not None:
+            bar = tqdm(bar, desc="epoch %d/%d" % (epoch + 1, epochs), mininterval=5, ascii=True)
+        running = 0.0
+        for i in bar:
+            idx = order[i * batch:(i + 1) * batch]
+            x = train_x[idx]
+            if real_aug > 0:
+                x = x.copy()
+                for j, k in enumerate(idx):
+                    if k >= n_synth and rng.random() < real_aug:
+                        x[j] = synth.augment(x[j], rng, strength=0.3)
+            targets, lengths = encode_targets([train_y[k] for k in idx], char_index)
+            lr = learning_rate(min(1.0, step / float(max(1, total_steps))), lr_cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            log_probs = model(to_tensor(x)).log_softmax(-1).permute(1, 0, 2)
+            in_lengths = torch.full((len(idx),), log_probs.shape[0], dtype=torch.long)
+            loss = ctc(log_probs, targets, in_lengths, lengths)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            step += 1
+            value = loss.item()
+            running = 0.98 * running + 0.02 * value if i else value
+            if tqdm is not None and progress and i % 20 == 0:
+                bar.set_postfix(loss="%.3f" % running, lr="%.1e" % lr)
+            if deadline and time.time() > deadline:
+                stopped_early = True
+                break
+        val_acc = accuracy(model, val_x, val_y, characters) if val_y else float("nan")
+        history.append({"epoch": epoch + 1, "loss": running, "val_plate_accuracy": val_acc, "step": step})
+        log.info("epoch %d: loss %.4f, validation plate accuracy %.4f", epoch + 1, running, val_acc)
+        if stopped_early or (epoch + 1) % tcfg.get("checkpoint_interval", 1) == 0 or epoch + 1 == epochs:
+            save_checkpoint(ckpt_path, model, optimizer, epoch + 1, step, spec, characters)
+        if stopped_early:
+            log.info("time budget of %s minutes reached after %d steps; checkpoint saved", budget, step)
+            break
+    model.eval()
+    return model, characters, history

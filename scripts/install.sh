@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Install lpr-edge as a systemd service:
+#   user lpr-edge (video group), venv in /opt/lpr-edge/venv (system site packages on a Jetson, for JetPack's
+#   OpenCV and TensorRT), models, /etc/lpr-edge/config.yaml (never overwritten), the unit, credentials
+#   placeholders; checks the config and loads the model (a TensorRT engine would be built here); then
+#   enables and starts the service where systemd runs.
+# DESTDIR=/staging installs into a staging root as packagers expect (no user, no systemctl, no model load).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DESTDIR=${DESTDIR:-}
+PREFIX=${PREFIX:-/opt/lpr-edge}
+UNITDIR=${UNITDIR:-/lib/systemd/system}
+PYTHON=${PYTHON:-python3}
+root="$DESTDIR$PREFIX"
+
+say() { echo "install: $*"; }
+
+if [ -z "$DESTDIR" ] && [ "$(id -u)" -ne 0 ]; then
+    echo "install: run as root (sudo make install), or set DESTDIR to stage into a folder" >&2
+    exit 1
+fi
+
+jetson=0
+[ -e /etc/nv_tegra_release ] && jetson=1
+
+# 1. user and group (sysusers.d for packagers; useradd now when installing for real)
+install -d "$DESTDIR/usr/lib/sysusers.d"
+cat > "$DESTDIR/usr/lib/sysusers.d/lpr-edge.conf" <<'SYSUSERS'
+u lpr-edge - "lpr-edge daemon" /var/lib/lpr-edge
+m lpr-edge video
+SYSUSERS
+if [ -z "$DESTDIR" ]; then
+    getent group video >/dev/null || groupadd --system video
+    if ! id lpr-edge >/dev/null 2>&1; then
+        useradd --system --user-group --home-dir /var/lib/lpr-edge --no-create-home --shell /usr/sbin/nologin lpr-edge
+        say "created user lpr-edge"
+    fi
+    usermod -a -G video lpr-edge
+fi
+
+# 2. venv with the package (non-editable)
+venv_flags=()
+extras="opencv,onnx"
+if [ "$jetson" = 1 ]; then
+    venv_flags+=(--system-site-packages)  # JetPack's cv2 (GStreamer) and tensorrt
+    extras="onnx"
+fi
+install -d "$root"
+"$PYTHON" -m venv "${venv_flags[@]}" "$root/venv"
+"$root/venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
+"$root/venv/bin/python" -m pip install -q ".[$extras]"
+# data files the package looks for under <venv>/share/lpr-edge
+share="$root/venv/share/lpr-edge"
+install -d "$share/configs/schema" "$share/configs/devices"
+install -m 0644 configs/schema/*.json "$share/configs/schema/"
+install -m 0644 configs/devices/*.yaml "$share/configs/devices/"
+install -d "$root/models" "$root/docs"
+install -m 0644 models/*.onnx models/*.txt models/manifest.yaml "$root/models/"
+install -m 0644 README.md "$root/README.md"
+install -m 0644 docs/*.md "$root/docs/"
+if [ -n "$DESTDIR" ]; then  # the venv must name its final place, not the staging root
+    grep -rlI --null "$root" "$root/venv/bin" | xargs -0 -r sed -i "s#$root#$PREFIX#g"
+fi
+say "package installed in $PREFIX/venv"
+
+# 3. config and credentials (kept if present)
+install -d -m 0755 "$DESTDIR/etc/lpr-edge"
+install -d -m 0700 "$DESTDIR/etc/lpr-edge/credentials"
+if [ ! -e "$DESTDIR/etc/lpr-edge/config.yaml" ]; then
+    install -m 0640 configs/lpr-edge.example.yaml "$DESTDIR/etc/lpr-edge/config.yaml"
+    say "wrote /etc/lpr-edge/config.yaml (edit the camera and broker)"
+else
+    say "kept the existing /etc/lpr-edge/config.yaml"
+fi
+for cred in mqtt_password mqtt_client.key; do
+    [ -e "$DESTDIR/etc/lpr-edge/credentials/$cred" ] || install -m 0600 /dev/null "$DESTDIR/etc/lpr-edge/credentials/$cred"
+done
+if [ -z "$DESTDIR" ]; then
+    chgrp lpr-edge "$DESTDIR/etc/lpr-edge/config.yaml"
+fi
+
+# 4. the unit
+install -d "$DESTDIR$UNITDIR"
+sed "s#/opt/lpr-edge#$PREFIX#g" systemd/lpr-edge.service > "$DESTDIR$UNITDIR/lpr-edge.service"
+chmod 0644 "$DESTDIR$UNITDIR/lpr-edge.service"
+say "unit installed as $UNITDIR/lpr-edge.service"
+
+[ -n "$DESTDIR" ] && { say "staged into $DESTDIR"; exit 0; }
+
+# 5. check the config and load the model once (builds a TensorRT engine where the backend has one)
+install -d -o lpr-edge -g lpr-edge -m 0750 /var/lib/lpr-edge /var/cache/lpr-edge
+if "$PREFIX/venv/bin/lpr-edge" check-config /etc/lpr-edge/config.yaml >/dev/null; then
+    say "config and model checked"
+else
+    say "the config does not check out yet: fix /etc/lpr-edge/config.yaml, then: systemctl restart lpr-edge"
+fi
+
+# 6. enable and start where systemd runs
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    systemctl enable --now lpr-edge.service
+    say "enabled and started: systemctl status lpr-edge; journalctl -u lpr-edge -f"
+else
+    say "systemd is not running on this machine: enabling and starting waits for a machine with systemd"
+    say "there: systemctl daemon-reload && systemctl enable --now lpr-edge"
+fi

@@ -1,0 +1,97 @@
+"""Shared fixtures: a real mosquitto broker on a free loopback port, an MQTT subscriber that collects
+messages, paths of the repo's files."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+from helpers import Subscriber, free_port, wait_port  # noqa: E402
+
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+
+
+class Broker:
+    """A mosquitto process; stop() and start() again on the same port simulate an outage."""
+
+    def __init__(self, workdir, port=None, extra_conf="", persistent=False):
+        self.workdir = str(workdir)
+        self.port = port or free_port()
+        self.extra_conf = extra_conf
+        self.persistent = persistent
+        self.proc = None
+        self.log_path = os.path.join(self.workdir, "mosquitto-%d.log" % self.port)
+
+    def start(self):
+        conf = os.path.join(self.workdir, "mosquitto-%d.conf" % self.port)
+        with open(conf, "w") as f:
+            f.write("listener %d 127.0.0.1\n" % self.port)
+            if os.geteuid() == 0:  # else mosquitto drops to its own user, who cannot read pytest's tmp dirs
+                f.write("user root\n")
+            if self.persistent:  # sessions and queued QoS 1 messages survive a broker restart
+                f.write("persistence true\npersistence_location %s/\n" % self.workdir)
+            else:
+                f.write("persistence false\n")
+            f.write(self.extra_conf or "allow_anonymous true\n")
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", conf], stdout=self.log, stderr=subprocess.STDOUT)
+        if not wait_port(self.port, 10):
+            raise RuntimeError("mosquitto did not start on %d: %s" % (self.port, open(self.log_path).read()))
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def broker(tmp_path):
+    if MOSQUITTO is None:
+        pytest.fail("mosquitto is not installed (make setup installs it: apt-get install mosquitto)")
+    b = Broker(tmp_path).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def make_broker(tmp_path):
+    made = []
+
+    def make(**kwargs):
+        b = Broker(tmp_path, **kwargs)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.stop()
+
+
+@pytest.fixture
+def subscriber(broker):
+    subs = []
+
+    def make(topic, **kwargs):
+        s = Subscriber(broker.port, topic, **kwargs)
+        subs.append(s)
+        return s
+
+    yield make
+    for s in subs:
+        s.close()
+
+
+@pytest.fixture(scope="session")
+def us_model():
+    path = os.path.join(ROOT, "models", "us_lprnet_baseline10_slim.onnx")
+    assert os.path.exists(path), "shipped model missing: %s" % path
+    return path

@@ -1,0 +1,164 @@
+"""Config validation: every bad value is refused with the key path, the value and what was expected;
+device profiles supply recognizer defaults; secrets never reach check-config's output."""
+import os
+
+import pytest
+
+from edge.config import ConfigError, detect_profile, list_profiles, load_config, load_profile
+from helpers import ROOT, run_cli, write_config
+
+MODEL = os.path.join(ROOT, "models", "us_lp_characters.txt")  # any existing file stands in for the model path
+
+BASE = """
+device_id: test
+device_profile: cpu
+model:
+  path: {model}
+cameras:
+  - id: gate
+    source: {root}/samples/gate_us.mp4
+    rois:
+      - id: lane1
+        points: [[255, 229], [385, 224], [387, 291], [257, 294]]
+"""
+
+
+def cfg(tmp_path, extra="", base=BASE):
+    return write_config(tmp_path / "c.yaml", base.format(model=MODEL, root=ROOT) + extra)
+
+
+def problems(tmp_path, extra="", base=BASE):
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg(tmp_path, extra, base))
+    return "\n".join(info.value.problems)
+
+
+def test_demo_config_is_valid():
+    config = load_config(os.path.join(ROOT, "configs", "demo.yaml"))
+    assert config.cameras[0].id == "gate"
+    assert config.mqtt.port == 1883
+    assert config.tracking.min_reads == 3
+    assert config.model.path.endswith("models/us_lprnet_baseline10_slim.onnx")
+
+
+def test_defaults_come_from_schema_and_profile(tmp_path):
+    config = load_config(cfg(tmp_path))
+    assert config.tracking.expire_s == 1.5 and config.tracking.min_plate_length == 3
+    assert config.cameras[0].queue_size == 4 and config.cameras[0].pacing == "realtime"
+    assert config.recognizer.max_batch == load_profile("cpu")["recognizer"]["max_batch"]
+    assert config.mqtt.client_id == "lpr-edge-test"
+    assert config.outbox.path.endswith("outbox.sqlite3")
+
+
+def test_config_overrides_profile(tmp_path):
+    config = load_config(cfg(tmp_path, "recognizer:\n  max_batch: 3\n"))
+    assert config.recognizer.max_batch == 3
+    assert config.recognizer.providers == ["CPUExecutionProvider"]
+
+
+def test_unknown_key_is_named(tmp_path):
+    out = problems(tmp_path, "mqtt:\n  hots: 1.2.3.4\n")
+    assert "mqtt" in out and "'hots'" in out and "not a known key" in out
+
+
+def test_wrong_type_names_path_value_and_expectation(tmp_path):
+    out = problems(tmp_path, "mqtt:\n  port: 99999\n")
+    assert "mqtt.port" in out and "99999" in out and "expected" in out
+
+
+def test_bad_roi_points(tmp_path):
+    base = BASE.replace("[[255, 229], [385, 224], [387, 291], [257, 294]]", "[[1, 2], [3, 4]]")
+    out = problems(tmp_path, base=base)
+    assert "cameras[0].rois[0].points" in out
+
+
+def test_degenerate_roi(tmp_path):
+    base = BASE.replace("[[255, 229], [385, 224], [387, 291], [257, 294]]", "[[1, 1], [2, 2], [3, 3], [4, 4]]")
+    assert "no area" in problems(tmp_path, base=base)
+
+
+def test_duplicate_yaml_key_is_refused(tmp_path):
+    out = problems(tmp_path, "mqtt:\n  port: 1883\nmqtt:\n  port: 1884\n")
+    assert "duplicate key 'mqtt'" in out
+
+
+def test_duplicate_camera_ids(tmp_path):
+    extra = """  - id: gate
+    source: x.mp4
+    mode: crop
+"""
+    assert "camera ids must be unique" in problems(tmp_path, base=BASE + extra)
+
+
+def test_roi_mode_needs_rois(tmp_path):
+    base = BASE.split("    rois:")[0]
+    assert "mode 'roi' needs at least one ROI" in problems(tmp_path, base=base)
+
+
+def test_bad_regex_and_missing_files(tmp_path):
+    out = problems(tmp_path, "tracking:\n  format: '([A-Z'\nmqtt:\n  password_file: /nope/pw\n  tls:\n    ca_certs: /nope/ca.pem\n")
+    assert "tracking.format" in out and "not a regular expression" in out
+    assert "mqtt.password_file" in out and "mqtt.tls.ca_certs" in out
+
+
+def test_missing_model(tmp_path):
+    out = problems(tmp_path, base=BASE.replace("{model}", "/nope/model.onnx"))
+    assert "model.path" in out and "no such file" in out
+
+
+def test_unset_password_env(tmp_path):
+    assert "LPR_TEST_UNSET_PW" in problems(tmp_path, "mqtt:\n  username: u\n  password_env: LPR_TEST_UNSET_PW\n")
+
+
+def test_yaml_syntax_error(tmp_path):
+    path = write_config(tmp_path / "bad.yaml", "cameras: [\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "not valid YAML" in str(info.value)
+
+
+def test_unknown_profile(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg(tmp_path, base=BASE.replace("device_profile: cpu", "device_profile: toaster")))
+    assert "unknown device profile 'toaster'" in str(info.value)
+
+
+def test_profiles_are_valid_and_detected(tmp_path):
+    for name in list_profiles():
+        assert load_profile(name)["recognizer"]["backend"] == "onnxruntime"
+    tree = tmp_path / "model"
+    tree.write_bytes(b"NVIDIA Jetson Nano Developer Kit\x00")
+    assert detect_profile(str(tree)) == "jetson-nano"
+    tree.write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\x00")
+    assert detect_profile(str(tree)) == "jetson-orin"
+    tree.write_bytes(b"NVIDIA Jetson Xavier NX Developer Kit\x00")
+    assert detect_profile(str(tree)) == "jetson-xavier-nx"
+
+
+def test_password_from_env_and_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("LPR_TEST_PW", "s3cret-env")
+    config = load_config(cfg(tmp_path, "mqtt:\n  username: u\n  password_env: LPR_TEST_PW\n"))
+    assert config.mqtt.password() == "s3cret-env"
+    assert "s3cret-env" not in repr(config)
+    (tmp_path / "pw").write_text("s3cret-file\n")
+    config = load_config(cfg(tmp_path, "mqtt:\n  username: u\n  password_file: pw\n"))
+    assert config.mqtt.password() == "s3cret-file"
+
+
+def test_check_config_cli(tmp_path, us_model):
+    (tmp_path / "pw").write_text("hunter2-secret\n")
+    base = BASE.replace("{model}", us_model)
+    path = cfg(tmp_path, "mqtt:\n  username: u\n  password_file: pw\n", base)
+    result = run_cli("check-config", path)
+    assert result.returncode == 0, result.stderr
+    assert "config OK" in result.stdout and "hunter2-secret" not in result.stdout + result.stderr
+    bad = cfg(tmp_path, "mqtt:\n  port: nope\n", base)
+    result = run_cli("check-config", bad)
+    assert result.returncode == 2 and "mqtt.port" in result.stderr
+
+
+def test_cli_bad_arguments_exit_2():
+    assert run_cli("run").returncode == 2
+    assert run_cli("frobnicate").returncode == 2
+    result = run_cli("run", "--config", "/nope.yaml")
+    assert result.returncode == 2 and "cannot read" in result.stderr

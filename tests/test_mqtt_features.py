@@ -1,0 +1,142 @@
+"""MQTT features against a real mosquitto: TLS with a test CA (and client certificates), MQTT 5, the
+retained status topic, Home Assistant discovery."""
+import json
+import threading
+
+from edge.config.model import HomeAssistantConfig, TlsConfig
+from edge.outbox import Outbox
+from edge.publish.homeassistant import HomeAssistantDiscovery
+from edge.publish.mqtt import MqttPublisher
+from edge.publish.topics import Topics
+from helpers import Subscriber, wait_for
+from test_publisher import EVENTS, fill, mqtt_config, received_ids, start_publisher
+from tls import make_pki
+
+
+def tls_broker(make_broker, pki, require_client_cert=False):
+    conf = "allow_anonymous true\ncafile %s\ncertfile %s\nkeyfile %s\n" % (pki["ca"], pki["server_cert"], pki["server_key"])
+    if require_client_cert:
+        conf += "require_certificate true\n"
+    return make_broker(extra_conf=conf).start()
+
+
+def test_tls_with_test_ca_connects_and_delivers(make_broker, tmp_path):
+    pki = make_pki(tmp_path)
+    broker = tls_broker(make_broker, pki)
+    path = str(tmp_path / "o.db")
+    fill(path, range(3))
+    pub, stop = start_publisher(mqtt_config(broker.port, tls=TlsConfig(ca_certs=pki["ca"])), path)
+    try:
+        assert wait_for(lambda: Outbox(path).depth()[0] == 0, 10), pub.last_error
+        assert pub.last_error is None and pub.published == 3
+    finally:
+        stop.set()
+        pub.join(5)
+
+
+def test_tls_untrusted_ca_is_a_clear_error_and_events_wait(make_broker, tmp_path):
+    pki = make_pki(tmp_path)
+    broker = tls_broker(make_broker, pki)
+    path = str(tmp_path / "o.db")
+    fill(path, range(3))
+    pub, stop = start_publisher(mqtt_config(broker.port, tls=TlsConfig(ca_certs=pki["rogue_ca"])), path)
+    try:
+        assert wait_for(lambda: pub.last_error is not None, 10)
+        assert "certificate" in pub.last_error and "TLS" in pub.last_error
+        assert pub.is_alive() and Outbox(path).depth()[0] == 3
+    finally:
+        stop.set()
+        pub.join(5)
+
+
+def test_tls_client_certificate(make_broker, tmp_path):
+    pki = make_pki(tmp_path)
+    broker = tls_broker(make_broker, pki, require_client_cert=True)
+    path = str(tmp_path / "o.db")
+    fill(path, range(2))
+    # without a client certificate the broker refuses the handshake
+    pub, stop = start_publisher(mqtt_config(broker.port, tls=TlsConfig(ca_certs=pki["ca"])), path)
+    try:
+        assert wait_for(lambda: pub.last_error is not None, 10)
+        assert Outbox(path).depth()[0] == 2
+    finally:
+        stop.set()
+        pub.join(5)
+    tls = TlsConfig(ca_certs=pki["ca"], certfile=pki["client_cert"], keyfile=pki["client_key"])
+    pub, stop = start_publisher(mqtt_config(broker.port, tls=tls, client_id="with-cert"), path)
+    try:
+        assert wait_for(lambda: Outbox(path).depth()[0] == 0, 10), pub.last_error
+    finally:
+        stop.set()
+        pub.join(5)
+
+
+def test_mqtt5(broker, subscriber, tmp_path):
+    sub = subscriber(EVENTS)
+    path = str(tmp_path / "o.db")
+    fill(path, range(5))
+    pub, stop = start_publisher(mqtt_config(broker.port, protocol="5"), path)
+    try:
+        assert wait_for(lambda: len(received_ids(sub)) == 5, 10), pub.last_error
+        assert received_ids(sub) == ["ev%04d" % i for i in range(5)]
+    finally:
+        stop.set()
+        pub.join(5)
+
+
+def test_status_topic_is_retained_and_refreshed(broker, tmp_path):
+    calls = []
+
+    def status():
+        calls.append(1)
+        return {"uptime_s": len(calls), "version": "x"}
+
+    stop = threading.Event()
+    pub = MqttPublisher(mqtt_config(broker.port, status_interval_s=1), "dev1", stop, str(tmp_path / "o.db"),
+                        (100, 10 ** 6), status_fn=status)
+    pub.start()
+    try:
+        assert wait_for(lambda: len(calls) >= 2, 5)
+        late = Subscriber(broker.port, "lpr-edge/dev1/status")
+        assert wait_for(lambda: late.messages, 5)
+        topic, payload, retain = late.messages[0]
+        assert retain and json.loads(payload.decode())["version"] == "x"
+        late.close()
+    finally:
+        stop.set()
+        pub.join(5)
+
+
+def test_home_assistant_discovery_and_last_plate(broker, tmp_path):
+    topics = Topics("lpr-edge", "dev1")
+    discovery = HomeAssistantDiscovery(HomeAssistantConfig(enabled=True), topics, "dev1", ["gate", "exit"])
+    sub = Subscriber(broker.port, "homeassistant/#")
+    state = Subscriber(broker.port, "lpr-edge/dev1/+/last_plate")
+    path = str(tmp_path / "o.db")
+    box = Outbox(path)
+    box.add("e1", topics.events, json.dumps({"camera": "gate", "plate": "ABC123", "score": 0.9, "known": None,
+                                              "timestamp": "t", "id": "e1", "roi": "lane1"}).encode())
+    stop = threading.Event()
+    pub = MqttPublisher(mqtt_config(broker.port), "dev1", stop, path, (100, 10 ** 6), discovery=discovery)
+    pub.start()
+    try:
+        assert wait_for(lambda: len(sub.payloads()) >= 2, 5)
+        configs = {t: json.loads(p.decode()) for t, p, _ in sub.messages if t.endswith("/config")}
+        gate = configs["homeassistant/sensor/dev1_gate_plate/config"]
+        assert gate["state_topic"] == "lpr-edge/dev1/gate/last_plate"
+        assert gate["availability_topic"] == "lpr-edge/dev1/availability"
+        assert gate["device"]["identifiers"] == ["lpr_edge_dev1"]
+        late = Subscriber(broker.port, "homeassistant/sensor/+/config")  # retained: a late subscriber gets them
+        assert wait_for(lambda: len(late.messages) == 2, 5) and all(r for _, _, r in late.messages)
+        late.close()
+        assert wait_for(lambda: state.messages, 5)
+        assert json.loads(state.messages[0][1].decode())["plate"] == "ABC123"
+        # Home Assistant restarts and announces itself: discovery is sent again
+        before = len(sub.payloads())
+        sub.client.publish("homeassistant/status", "online", qos=1)
+        assert wait_for(lambda: len(sub.payloads()) >= before + 2, 6)
+    finally:
+        stop.set()
+        pub.join(5)
+        sub.close()
+        state.close()

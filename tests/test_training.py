@@ -1,0 +1,126 @@
+"""Training tools: spec validation, dataset checks, a short real training run, export with the
+deployable contract, and ONNX Runtime decoding the same strings as PyTorch."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.dataset import DatasetError, load_characters, load_dataset
+from helpers import ROOT
+
+torch = pytest.importorskip("torch", reason="the train extra is installed by make setup-train")
+
+from edge.training.export import OUTPUT_NAMES, check_same_reads, export_onnx  # noqa: E402
+from edge.training.model import LPRNet, LPRNetConfig, count_macs  # noqa: E402
+from edge.training.spec import SpecError, load_spec  # noqa: E402
+from edge.training.train import generate_synthetic, learning_rate, train  # noqa: E402
+
+US_CHARS = os.path.join(ROOT, "models", "us_lp_characters.txt")
+
+SPEC = """
+random_seed: 3
+model_name: tiny
+lpr_config: {hidden_units: 16, nlayers: 10, width: 0.125, max_label_length: 8}
+training_config: {batch_size_per_gpu: 16, num_epochs: 1, threads: 1}
+dataset_config:
+  characters_list_file: %s
+  synthetic: {region: us, count: 48}
+  validation_synthetic: 8
+"""
+
+
+def write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_nvidia_architecture_sizes():
+    b18 = LPRNet(LPRNetConfig(35, 18, 512, 1.0))
+    params = sum(p.numel() for p in b18.parameters() if p.requires_grad)
+    assert 14.0e6 < params < 14.6e6  # shared/docs/lprnet.md 1.5: 14.4 M
+    assert abs(count_macs(LPRNetConfig(35, 18, 512, 1.0)) / 1e9 - 3.03) < 0.05
+    assert abs(count_macs(LPRNetConfig(35, 10, 512, 1.0)) / 1e9 - 1.55) < 0.05
+    out = b18(torch.rand(2, 3, 48, 96))
+    assert tuple(out.shape) == (2, 24, 36)
+
+
+def test_spec_unknown_key_is_named(tmp_path):
+    path = write(tmp_path / "s.yaml", SPEC % US_CHARS + "training_config2: {}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert "s.yaml" in str(info.value) and "training_config2" in str(info.value)
+
+
+def test_spec_bad_value_is_named(tmp_path):
+    path = write(tmp_path / "s.yaml", (SPEC % US_CHARS).replace("nlayers: 10", "nlayers: 12"))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert "lpr_config/nlayers" in str(info.value)
+
+
+def test_spec_label_length_beyond_timesteps(tmp_path):
+    path = write(tmp_path / "s.yaml", (SPEC % US_CHARS).replace("max_label_length: 8", "max_label_length: 12"))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert "max_label_length" in str(info.value)
+
+
+def test_characters_with_duplicates(tmp_path):
+    path = write(tmp_path / "chars.txt", "A\nB\nC\nB\n")
+    with pytest.raises(DatasetError) as info:
+        load_characters(path)
+    assert "chars.txt:4" in str(info.value) and "'B'" in str(info.value)
+
+
+def test_bad_samples_reported_by_file(tmp_path):
+    (tmp_path / "image").mkdir()
+    (tmp_path / "label").mkdir()
+    img = np.full((24, 94, 3), 200, np.uint8)
+    cv2.imwrite(str(tmp_path / "image" / "good.jpg"), img)
+    (tmp_path / "label" / "good.txt").write_text("ABC123\n")
+    cv2.imwrite(str(tmp_path / "image" / "nolabel.jpg"), img)
+    cv2.imwrite(str(tmp_path / "image" / "badchar.jpg"), img)
+    (tmp_path / "label" / "badchar.txt").write_text("ABC-12\n")
+    cv2.imwrite(str(tmp_path / "image" / "long.jpg"), img)
+    (tmp_path / "label" / "long.txt").write_text("ABCDEFGHJK\n")
+    samples, skipped = load_dataset(str(tmp_path), load_characters(US_CHARS), max_label_length=8)
+    assert [os.path.basename(s.image_path) for s in samples] == ["good.jpg"]
+    reasons = {os.path.basename(p): r for p, r in skipped}
+    assert "no label" in reasons["nolabel.jpg"]
+    assert "not in the list" in reasons["badchar.txt"] and "-" in reasons["badchar.txt"]
+    assert "max_label_length" in reasons["long.txt"]
+
+
+def test_learning_rate_schedule():
+    cfg = {"min_learning_rate": 1e-5, "max_learning_rate": 1e-3, "soft_start": 0.1, "annealing": 0.5}
+    assert learning_rate(0.0, cfg) == pytest.approx(1e-5)
+    assert learning_rate(0.3, cfg) == pytest.approx(1e-3)
+    assert learning_rate(1.0, cfg) == pytest.approx(1e-5)
+
+
+def test_synthetic_generation_is_reproducible():
+    a, la = generate_synthetic("ch", 6, seed=5, workers=1)
+    b, lb = generate_synthetic("ch", 6, seed=5, workers=1)
+    assert la == lb and np.array_equal(a, b) and a.shape == (6, 48, 96, 3)
+    chars = set(load_characters(os.path.join(ROOT, "models", "ch_lp_characters.txt")))
+    assert all(set(t) <= chars and len(t) in (7, 8) for t in la)
+
+
+def test_train_resume_export_and_ort_agrees(tmp_path):
+    spec = load_spec(write(tmp_path / "s.yaml", SPEC % US_CHARS))
+    model, chars, history = train(spec, str(tmp_path / "run"), progress=False)
+    assert os.path.exists(str(tmp_path / "run" / "last.pt")) and history[0]["epoch"] == 1
+    spec["training_config"]["num_epochs"] = 2
+    model, chars, history = train(spec, str(tmp_path / "run"), resume=True, progress=False)
+    assert [h["epoch"] for h in history] == [2]  # resumed after epoch 1
+    path = export_onnx(model, str(tmp_path / "tiny.onnx"))
+    import onnx
+
+    graph = onnx.load(path).graph
+    assert [i.name for i in graph.input] == ["image_input"]
+    assert [o.name for o in graph.output] == list(OUTPUT_NAMES)
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 48, 96]
+    images, _ = generate_synthetic("us", 16, seed=9, workers=1)
+    assert check_same_reads(model, path, images, chars) == []
