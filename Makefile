@@ -6,8 +6,11 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/demo.yaml
 # paho-mqtt 1.6 lives beside the venv so tests can prove the 1.x API still works.
 PAHO16 := $(VENV)/paho16
+# Python 3.6 (JetPack 4.6): where an interpreter exists, the device code's tests also run on it.
+PY36 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.6*/bin/python3.6 /usr/bin/python3.6))
+VENV36 := .venv36
 
-.PHONY: help setup setup-train system-deps run test lint vermin sample train-us train-ch finetune-us finetune-ch evaluate install uninstall clean
+.PHONY: help setup setup-train system-deps run test lint vermin sample train-us train-ch finetune-us finetune-ch evaluate install uninstall clean test-py36
 
 help:
 	@echo "make run         set up, start a local broker if needed, run the demo (configs/demo.yaml)"
@@ -47,8 +50,26 @@ vermin: setup-train
 
 lint: vermin
 
-test: setup-train vermin
+test: setup-train vermin test-py36
 	$(BIN)/python -m pytest -q tests
+
+$(VENV36)/.setup: setup.cfg setup.py
+	rm -rf $(VENV36)
+	$(PY36) -m venv $(VENV36)
+	$(VENV36)/bin/python -m pip install -q --upgrade 'pip<22' 'setuptools<60' wheel
+	$(VENV36)/bin/python -m pip install -q --only-binary opencv-python-headless,numpy,onnxruntime,onnx \
+		-e '.[opencv,onnx]' 'pytest<7.1' 'onnx<1.12' 'protobuf<4'
+	touch $@
+
+# The device code's tests on a real Python 3.6 (not the training tools, which need torch).
+test-py36: setup
+ifeq ($(PY36),)
+	@echo "test-py36: no Python 3.6 on this machine; only vermin checks 3.6 compatibility"
+else
+	@$(MAKE) --no-print-directory $(VENV36)/.setup
+	PYTHONPATH=tests $(VENV36)/bin/python -m pytest -q -p no:cacheprovider tests --ignore=tests/test_training.py \
+		-k 'not paho_1_6'
+endif
 
 sample: setup-train
 	$(BIN)/python scripts/make_sample_video.py --out samples/gate_us.mp4
@@ -82,4 +103,4 @@ uninstall:
 	bash scripts/uninstall.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV36) build *.egg-info .pytest_cache

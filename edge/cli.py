@@ -124,6 +124,32 @@ def cmd_evaluate(args):
     return EXIT_OK
 
 
+def cmd_bench(args):
+    from edge.bench import bench
+    from edge.config.model import RecognizerConfig
+    from edge.recognize.backends import create_backend
+    from edge.recognize.model import ModelError, load_model_info
+    from edge.recognize.recognizer import Recognizer
+
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+        info = load_model_info(args.model, args.characters)
+        rc = RecognizerConfig(backend=args.backend, providers=args.providers.split(","), threads=args.threads)
+        recognizer = Recognizer(info, create_backend(args.backend, info, rc))
+    except (ModelError, ValueError) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return EXIT_CONFIG
+    rows = bench(recognizer, batches, args.seconds)
+    print("model %s on %s (%s)" % (info.name, args.backend, ",".join(recognizer.backend.providers)))
+    print("%6s %12s %12s %10s" % ("batch", "plates/s", "batch ms", "x batch %d" % batches[0]))
+    for row in rows:
+        print("%6d %12.1f %12.2f %10.2f" % (row["batch"], row["plates_per_s"], row["batch_ms_median"],
+                                            row["speedup_vs_first"]))
+    if args.json:
+        print(json.dumps({"model": info.name, "sha256": info.sha256, "rows": rows}))
+    return EXIT_OK
+
+
 def cmd_version(args):
     print("lpr-edge %s" % __version__)
     return EXIT_OK
@@ -164,6 +190,19 @@ def build_parser():
     p.add_argument("--show-errors", action="store_true", help="print every misread plate")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="recognizer throughput per batch size",
+                       description="Plates per second of the recognizer (preprocess, inference, decode) for each "
+                                   "batch size, in one run: compare the figures as ratios.")
+    p.add_argument("--model", required=True, help="ONNX model")
+    p.add_argument("--characters", help="characters list (default: found beside the model)")
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime",))
+    p.add_argument("--providers", default="CPUExecutionProvider", help="ONNX Runtime providers, comma-separated")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0: backend default)")
+    p.add_argument("--batch", default="1,4,16,64", help="batch sizes, comma-separated")
+    p.add_argument("--seconds", type=float, default=3.0, help="seconds per batch size")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

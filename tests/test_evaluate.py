@@ -45,3 +45,12 @@ def test_evaluate_bad_data_folder(tmp_path):
     chars = os.path.join(ROOT, "models", "us_lp_characters.txt")
     result = run_cli("evaluate", "--model", model, "--data", str(tmp_path / "nothing"), "--characters", chars)
     assert result.returncode == 2 and "no plate dataset" in result.stderr
+
+
+def test_bench_runs_and_reports_ratios(tmp_path):
+    model = make_lprnet_like(tmp_path / "m.onnx")
+    chars = os.path.join(ROOT, "models", "us_lp_characters.txt")
+    result = run_cli("bench", "--model", model, "--characters", chars, "--batch", "1,4", "--seconds", "0.2", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout.strip().splitlines()[-1])["rows"]
+    assert [r["batch"] for r in rows] == [1, 4] and rows[0]["speedup_vs_first"] == 1.0

@@ -124,3 +124,24 @@ def test_train_resume_export_and_ort_agrees(tmp_path):
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 48, 96]
     images, _ = generate_synthetic("us", 16, seed=9, workers=1)
     assert check_same_reads(model, path, images, chars) == []
+
+
+def test_shipped_weights_round_trip_and_fine_tune(tmp_path):
+    from edge.training.export import save_weights
+    from edge.training.train import load_model_from_checkpoint
+
+    model = LPRNet(LPRNetConfig(35, 10, 16, 0.125)).eval()
+    path = save_weights(model, load_characters(US_CHARS), str(tmp_path / "m.pt"))
+    again, meta = load_model_from_checkpoint(path)
+    x = torch.rand(2, 3, 48, 96)
+    with torch.no_grad():
+        assert torch.allclose(model(x), again.eval()(x), atol=0.05)  # FP16 storage
+    spec = load_spec(write(tmp_path / "s.yaml", SPEC % US_CHARS))
+    train(spec, str(tmp_path / "run"), init_from=path, progress=False)  # transfer learning from shipped weights
+    bad = load_spec(write(tmp_path / "b.yaml", (SPEC % US_CHARS).replace("hidden_units: 16", "hidden_units: 32")))
+    with pytest.raises(DatasetError) as info:
+        train(bad, str(tmp_path / "run2"), init_from=path, progress=False)
+    assert "architecture" in str(info.value)
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(DatasetError):
+        load_model_from_checkpoint(str(tmp_path / "junk.pt"))

@@ -39,19 +39,28 @@ class Outbox:
         self.db = self._open()
 
     def _open(self):
-        try:
-            db = self._connect()
-            db.execute("SELECT count(*) FROM outbox").fetchone()
-            return db
-        except sqlite3.DatabaseError as exc:
-            # A damaged file must not stop the appliance: keep it for inspection, start a new one.
-            aside = "%s.corrupt-%d" % (self.path, int(time.time()))
-            log.error("outbox %s is unreadable (%s); moved aside to %s, starting a new outbox", self.path, exc, aside)
-            os.replace(self.path, aside)
-            for suffix in ("-wal", "-shm"):
-                if os.path.exists(self.path + suffix):
-                    os.replace(self.path + suffix, aside + suffix)
-            return self._connect()
+        for attempt in range(10):
+            try:
+                db = self._connect()
+                db.execute("SELECT count(*) FROM outbox").fetchone()
+                return db
+            except sqlite3.DatabaseError as exc:
+                if _is_corrupt(exc):
+                    return self._set_aside(exc)
+                # transient (another thread creating the schema, a lock): never a reason to move data aside
+                if attempt == 9:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _set_aside(self, exc):
+        """A damaged file must not stop the appliance: keep it for inspection, start a new one."""
+        aside = "%s.corrupt-%d" % (self.path, int(time.time()))
+        log.error("outbox %s is unreadable (%s); moved aside to %s, starting a new outbox", self.path, exc, aside)
+        os.replace(self.path, aside)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                os.replace(self.path + suffix, aside + suffix)
+        return self._connect()
 
     def _connect(self):
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -121,6 +130,11 @@ class Outbox:
 
     def close(self):
         self.db.close()
+
+
+def _is_corrupt(exc):
+    text = str(exc).lower()
+    return any(m in text for m in ("file is not a database", "malformed", "file is encrypted"))
 
 
 class _Transaction:

@@ -9,7 +9,7 @@ from edge.dataset import DatasetError
 
 
 def _train(args):
-    from edge.training.export import check_same_reads, export_onnx, sha256_file
+    from edge.training.export import check_same_reads, export_onnx, save_weights, sha256_file
     from edge.training.spec import SpecError, load_spec
     from edge.training.train import generate_synthetic, train
 
@@ -37,7 +37,9 @@ def _train(args):
         if mismatches:
             print("error: ONNX Runtime and PyTorch decode differently: %s" % mismatches[:5], file=sys.stderr)
             return 1
-        print("exported %s (sha256 %s); ONNX Runtime and PyTorch agree on 256 plates" % (path, sha256_file(path)))
+        weights = save_weights(model, characters, os.path.splitext(path)[0] + ".pt")
+        print("exported %s (sha256 %s); ONNX Runtime and PyTorch agree on 256 plates; weights for fine-tuning: %s"
+              % (path, sha256_file(path), weights))
     return 0
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from edge.recognize.decode import decode_batch
+from edge.recognize.model import sha256_file  # noqa: F401 - re-exported for the training CLI
 from edge.training.model import DeployableLPRNet
 from edge.training.train import to_tensor
 
@@ -32,6 +33,17 @@ def export_onnx(model, path, opset=OPSET):
     return path
 
 
+def save_weights(model, characters, path):
+    """The weights a user fine-tunes from (`lpr-edge-train train --init-from M.pt`): state dict in FP16
+    (half the size; upcast at load), model config and characters list. Written atomically."""
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    tmp = path + ".part"
+    torch.save({"model": state, "config": model.config.__dict__, "characters": list(characters),
+                "format": "lpr-edge-weights/1"}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def check_same_reads(model, onnx_path, images, characters):
     """Decode `images` (uint8 [N,48,96,3]) with PyTorch and with ONNX Runtime; return the mismatches."""
     import onnxruntime as ort
@@ -45,16 +57,6 @@ def check_same_reads(model, onnx_path, images, characters):
     ort_ids, ort_best = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: to_tensor(images).numpy()})
     ort_reads = decode_batch(ort_ids, ort_best, characters)
     return [(i, a.text, b.text) for i, (a, b) in enumerate(zip(torch_reads, ort_reads)) if a.text != b.text]
-
-
-def sha256_file(path):
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def random_images(n, seed=0):

@@ -140,9 +140,15 @@ def save_checkpoint(path, model, optimizer, epoch, step, spec, characters):
 
 
 def load_model_from_checkpoint(path):
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    """A training checkpoint (runs/<name>/last.pt) or shipped weights (models/<name>.pt, FP16)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise DatasetError("%s: not a checkpoint or weights file: %s" % (path, exc))
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise DatasetError("%s: not an lpr-edge checkpoint (no model weights and config)" % path)
     model = LPRNet(LPRNetConfig(**ckpt["config"]))
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
     return model, ckpt
 
 
@@ -203,6 +209,9 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True):
         if ckpt["characters"] != characters:
             raise DatasetError("%s: trained with another characters list than %s"
                                % (init_from, spec["dataset_config"]["characters_list_file"]))
+        if src.config != model.config:
+            raise DatasetError("%s: its architecture %s differs from the spec's lpr_config %s"
+                               % (init_from, src.config, model.config))
         model.load_state_dict(src.state_dict())
         log.info("fine-tuning from %s", init_from)
     opt_name = tcfg.get("optimizer", "adam")

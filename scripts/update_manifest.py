@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Write models/manifest.yaml from the models in models/: sha256, I/O contract, recipe, data provenance,
+and accuracy measured here with `lpr-edge evaluate` on the held-out half of ../shared/data/real (the ids in
+configs/training/splits/*_eval.txt, never trained on). Run after `make finetune-us` / `make finetune-ch`.
+
+    .venv/bin/python scripts/update_manifest.py [--skip-eval]
+"""
+import argparse
+import datetime
+import io
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, ROOT)
+from edge.recognize.model import sha256_file  # noqa: E402
+
+REAL = os.path.join(ROOT, "..", "shared", "data", "real")
+MODELS = {
+    "us": {"name": "us_lprnet_baseline10_slim", "characters": "us_lp_characters.txt",
+           "source": "openalpr_seg_and_ocr", "normalize": ["O=0"], "pretrain": "configs/training/us_slim.yaml",
+           "finetune": "configs/training/us_slim_finetune.yaml"},
+    "ch": {"name": "ch_lprnet_baseline10_slim", "characters": "ch_lp_characters.txt",
+           "source": "lprnet_pytorch_test", "normalize": [], "pretrain": "configs/training/ch_slim.yaml",
+           "finetune": "configs/training/ch_slim_finetune.yaml"},
+}
+
+
+def evaluate(region, info):
+    split = "configs/training/splits/%s_%s_eval.txt" % (region, info["source"])
+    cmd = [os.path.join(ROOT, ".venv", "bin", "lpr-edge"), "evaluate", "--model", "models/%s.onnx" % info["name"],
+           "--data", "../shared/data/real/%s/%s" % (region, info["source"]), "--only-ids", split, "--json"]
+    for n in info["normalize"]:
+        cmd += ["--normalize", n]
+    out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return {
+        "plate_accuracy": result["plate_accuracy"], "char_accuracy": result["char_accuracy"],
+        "count": result["count"], "skipped": result["skipped"],
+        "data": "../shared/data/real/%s/%s, ids in %s (held out: never trained on)" % (region, info["source"], split),
+        "command": " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd[:-1]),
+        "measured": datetime.date.today().isoformat(),
+    }
+
+
+def history(region, info):
+    path = os.path.join(ROOT, "runs", info["name"] + "_finetune", "history.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skip-eval", action="store_true")
+    args = parser.parse_args()
+    path = os.path.join(ROOT, "models", "manifest.yaml")
+    manifest = {}
+    if os.path.exists(path):
+        with io.open(path, encoding="utf-8") as f:
+            manifest = yaml.safe_load(f) or {}
+    manifest["schema"] = 1
+    manifest.setdefault("default", {})
+    models = manifest.setdefault("models", {})
+    for region, info in MODELS.items():
+        file = "models/%s.onnx" % info["name"]
+        if not os.path.exists(os.path.join(ROOT, file)):
+            print("skip %s: %s not built" % (region, file))
+            continue
+        spec = yaml.safe_load(open(os.path.join(ROOT, info["pretrain"])))
+        entry = models.get(info["name"], {})
+        entry.update({
+            "file": os.path.basename(file),
+            "region": region,
+            "characters": info["characters"],
+            "version": datetime.date.today().strftime("%Y.%m.%d"),
+            "sha256": sha256_file(os.path.join(ROOT, file)),
+            "size_bytes": os.path.getsize(os.path.join(ROOT, file)),
+            "contract": {"input": "image_input float32 [N,3,48,96] RGB in [0,1] (stretch resize)",
+                         "outputs": ["tf_op_layer_ArgMax int64 [N,24]", "tf_op_layer_Max float32 [N,24]"],
+                         "blank": "last class = len(characters)", "decoding": "greedy CTC"},
+            "architecture": {"arch": "baseline", "nlayers": spec["lpr_config"]["nlayers"],
+                             "width": spec["lpr_config"]["width"], "hidden_units": spec["lpr_config"]["hidden_units"],
+                             "note": "NVIDIA's baseline10 with channels x%s and a %d-unit LSTM"
+                                     % (spec["lpr_config"]["width"], spec["lpr_config"]["hidden_units"])},
+            "recipe": {"pretrain": "%s (synthetic plates only; make train-%s)" % (info["pretrain"], region),
+                       "finetune": "%s (make finetune-%s)" % (info["finetune"], region)},
+            "data": {"synthetic": "edge/training/synth.py, fonts from Debian fonts-dejavu-core, fonts-liberation, "
+                                  "fonts-wqy-microhei",
+                     "real": "../shared/data/real/%s/%s, the even-position ids "
+                             "(configs/training/splits/%s_%s_finetune.txt); see that folder's README for the "
+                             "source repository and license" % (region, info["source"], region, info["source"])},
+        })
+        hist = history(region, info)
+        if hist:
+            entry["training_history"] = hist
+        if not args.skip_eval and os.path.isdir(REAL):
+            entry["accuracy"] = evaluate(region, info)
+            print("%s: plate %.4f char %.4f on %d held-out plates" % (region, entry["accuracy"]["plate_accuracy"],
+                                                                     entry["accuracy"]["char_accuracy"],
+                                                                     entry["accuracy"]["count"]))
+        models[info["name"]] = entry
+        manifest["default"][region] = info["name"]
+    with io.open(path + ".part", "w", encoding="utf-8") as f:
+        f.write("# Shipped LPRNet models. Written by scripts/update_manifest.py; accuracy measured by the command\n"
+                "# given with it. A model whose sha256 differs from its entry is refused at load.\n")
+        yaml.safe_dump(manifest, f, allow_unicode=True, sort_keys=False, width=110)
+    os.replace(path + ".part", path)
+    print("wrote %s" % path)
+
+
+if __name__ == "__main__":
+    main()
