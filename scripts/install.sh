@@ -10,7 +10,17 @@ cd "$(dirname "$0")/.."
 DESTDIR=${DESTDIR:-}
 PREFIX=${PREFIX:-/opt/lpr-edge}
 UNITDIR=${UNITDIR:-/lib/systemd/system}
-PYTHON=${PYTHON:-python3}
+# the system's interpreter: a service must not run on one under someone's home (pyenv, conda)
+if [ -z "${PYTHON:-}" ]; then
+    PYTHON=python3
+    [ -x /usr/bin/python3 ] && PYTHON=/usr/bin/python3
+fi
+real_python=$(readlink -f "$(command -v "$PYTHON")")
+case "$real_python" in
+    /root/*|/home/*)
+        echo "install: $PYTHON is $real_python, which the lpr-edge user cannot run; set PYTHON=/usr/bin/python3" >&2
+        exit 1;;
+esac
 root="$DESTDIR$PREFIX"
 
 say() { echo "install: $*"; }
@@ -46,7 +56,7 @@ if [ "$jetson" = 1 ]; then
     extras="onnx"
 fi
 install -d "$root"
-"$PYTHON" -m venv "${venv_flags[@]}" "$root/venv"
+"$PYTHON" -m venv --clear "${venv_flags[@]}" "$root/venv"  # rebuilt on every install: it holds nothing else
 "$root/venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
 "$root/venv/bin/python" -m pip install -q ".[$extras]"
 # data files the package looks for under <venv>/share/lpr-edge

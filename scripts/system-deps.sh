@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the daemon's tests and demo need: a real mosquitto broker, fonts for the
-# synthetic plate generator. Installs what is missing when run as root, else says what to install.
+# synthetic plate generator, ffmpeg for the sample video, systemd-analyze and openssl for the tests. Installs what is missing when run as root, else says what to install.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
@@ -8,6 +8,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 [ -e /usr/share/fonts/truetype/liberation/LiberationSansNarrow-Bold.ttf ] || need+=(fonts-liberation)
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # `systemd-analyze verify` on the unit
+command -v openssl >/dev/null 2>&1 || need+=(openssl)           # test CA for the TLS tests
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "system-deps: installing ${need[*]}"

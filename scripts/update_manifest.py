@@ -33,16 +33,17 @@ MODELS = {
 def evaluate(region, info):
     split = "configs/training/splits/%s_%s_eval.txt" % (region, info["source"])
     cmd = [os.path.join(ROOT, ".venv", "bin", "lpr-edge"), "evaluate", "--model", "models/%s.onnx" % info["name"],
-           "--data", "../shared/data/real/%s/%s" % (region, info["source"]), "--only-ids", split, "--json"]
+           "--data", "../shared/data/real/%s/%s" % (region, info["source"]), "--only-ids", split]
     for n in info["normalize"]:
         cmd += ["--normalize", n]
-    out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    out = subprocess.run(cmd + ["--json"], cwd=ROOT, stdout=subprocess.PIPE, universal_newlines=True,
+                         check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     return {
         "plate_accuracy": result["plate_accuracy"], "char_accuracy": result["char_accuracy"],
         "count": result["count"], "skipped": result["skipped"],
         "data": "../shared/data/real/%s/%s, ids in %s (held out: never trained on)" % (region, info["source"], split),
-        "command": " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd[:-1]),
+        "command": " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd),
         "measured": datetime.date.today().isoformat(),
     }
 
@@ -98,7 +99,9 @@ def main():
         })
         hist = history(region, info)
         if hist:
-            entry["training_history"] = hist
+            entry["finetune_history"] = [{"epoch": h["epoch"], "loss": round(h["loss"], 4),
+                                          "val_plate_accuracy": round(h["val_plate_accuracy"], 4)} for h in hist]
+            entry.pop("training_history", None)
         if not args.skip_eval and os.path.isdir(REAL):
             entry["accuracy"] = evaluate(region, info)
             print("%s: plate %.4f char %.4f on %d held-out plates" % (region, entry["accuracy"]["plate_accuracy"],

@@ -140,3 +140,26 @@ def test_home_assistant_discovery_and_last_plate(broker, tmp_path):
         pub.join(5)
         sub.close()
         state.close()
+
+
+def test_tls_and_password_together(make_broker, tmp_path):
+    import os
+    import subprocess
+
+    pki = make_pki(tmp_path)
+    pwfile = tmp_path / "passwd"
+    pwfile.write_text("")
+    subprocess.check_call(["mosquitto_passwd", "-b", str(pwfile), "lpr", "tls-secret"])
+    conf = "allow_anonymous false\npassword_file %s\ncafile %s\ncertfile %s\nkeyfile %s\n" % (
+        pwfile, pki["ca"], pki["server_cert"], pki["server_key"])
+    broker = make_broker(extra_conf=conf).start()
+    (tmp_path / "pw").write_text("tls-secret\n")
+    path = str(tmp_path / "o.db")
+    fill(path, range(2))
+    cfg = mqtt_config(broker.port, tls=TlsConfig(ca_certs=pki["ca"]), username="lpr", password_file=str(tmp_path / "pw"))
+    pub, stop = start_publisher(cfg, path)
+    try:
+        assert wait_for(lambda: Outbox(path).depth()[0] == 0, 10), pub.last_error
+    finally:
+        stop.set()
+        pub.join(5)

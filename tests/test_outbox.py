@@ -66,3 +66,19 @@ def test_wal_mode(tmp_path):
     path = str(tmp_path / "o.db")
     Outbox(path).add("a", "t", b"x")
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_outbox_from_an_older_version_is_upgraded_keeping_rows(tmp_path):
+    path = str(tmp_path / "o.db")
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
+                             topic TEXT NOT NULL, payload BLOB NOT NULL, created REAL NOT NULL);
+        INSERT INTO outbox (event_id, topic, payload, created) VALUES ('old1', 't', x'7b7d', 1.0);
+    """)
+    old.commit()
+    old.close()
+    box = Outbox(path)
+    box.add("new1", "t", b"{}", retain=False)
+    rows = box.pending()
+    assert [r.event_id for r in rows] == ["old1", "new1"] and rows[0].retain is False

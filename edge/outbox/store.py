@@ -67,6 +67,7 @@ class Outbox:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(_SCHEMA)
+        _migrate(db)
         return db
 
     def add(self, event_id, topic, payload, retain=False, extra=()):
@@ -130,6 +131,18 @@ class Outbox:
 
     def close(self):
         self.db.close()
+
+
+def _migrate(db):
+    """Bring an outbox written by an older version up to this schema, keeping its rows."""
+    columns = [row[1] for row in db.execute("PRAGMA table_info(outbox)")]
+    if "retain" not in columns:  # added with snapshots on their own retained topic
+        try:
+            db.execute("ALTER TABLE outbox ADD COLUMN retain INTEGER NOT NULL DEFAULT 0")
+            log.info("outbox: added column retain (schema upgrade)")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another connection did it first
+                raise
 
 
 def _is_corrupt(exc):
