@@ -210,3 +210,30 @@ def test_unit_verifies(tmp_path):
         assert key in unit
     directives = [l.strip() for l in unit.splitlines() if not l.lstrip().startswith("#")]
     assert "PrivateDevices=yes" not in directives and "DevicePolicy=closed" not in directives  # hide /dev/nvhost-*
+
+
+def test_untrusted_broker_certificate_shows_in_health(make_broker, tmp_path):
+    from tls import make_pki
+
+    pki = make_pki(tmp_path)
+    conf = "allow_anonymous true\ncafile %s\ncertfile %s\nkeyfile %s\n" % (pki["ca"], pki["server_cert"],
+                                                                            pki["server_key"])
+    broker = make_broker(extra_conf=conf).start()
+    notify = NotifySocket()
+    hport = free_port()
+    config = service_config(tmp_path, broker.port, hport)
+    with open(config, "a") as f:
+        f.write("mqtt: {port: %d, tls: {ca_certs: %s}}\n" % (broker.port, pki["rogue_ca"]))
+    text = open(config).read().replace("mqtt: {port: %d, status_interval_s: 1}\n" % broker.port, "")
+    open(config, "w").write(text)
+    proc = start(config, notify)
+    try:
+        assert wait_for(lambda: notify.poll(0.2) and notify.times("READY"), 10)
+        assert wait_for(lambda: "certificate" in json.loads(get(hport, "/healthz")[1])["components"]["mqtt"]["reason"], 10)
+        report = json.loads(get(hport, "/healthz")[1])
+        assert report["status"] == "degraded" and "TLS" in report["components"]["mqtt"]["reason"]
+        assert proc.poll() is None  # serving, no crash loop
+    finally:
+        proc.kill()
+        proc.wait()
+        notify.close()
