@@ -56,7 +56,8 @@ test: setup-train vermin test-py36
 $(VENV36)/.setup: setup.cfg setup.py
 	rm -rf $(VENV36)
 	$(PY36) -m venv $(VENV36)
-	$(VENV36)/bin/python -m pip install -q --upgrade 'pip<22' 'setuptools<60' wheel
+	$(VENV36)/bin/python -m pip install -q --upgrade 'pip<22'
+	$(VENV36)/bin/python -m pip install -q --upgrade 'setuptools<60' 'wheel<0.38' 
 	$(VENV36)/bin/python -m pip install -q --only-binary opencv-python-headless,numpy,onnxruntime,onnx \
 		-e '.[opencv,onnx]' 'pytest<7.1' 'onnx<1.12' 'protobuf<4'
 	touch $@
