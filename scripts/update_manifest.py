@@ -97,6 +97,9 @@ def main():
                              "(configs/training/splits/%s_%s_finetune.txt); see that folder's README for the "
                              "source repository and license" % (region, info["source"], region, info["source"])},
         })
+        models[info["name"]] = entry
+        manifest["default"][region] = info["name"]
+        write(path, manifest)  # the new sha256 first: the model is refused at load while the manifest disagrees
         hist = history(region, info)
         if hist:
             entry["finetune_history"] = [{"epoch": h["epoch"], "loss": round(h["loss"], 4),
@@ -107,14 +110,16 @@ def main():
             print("%s: plate %.4f char %.4f on %d held-out plates" % (region, entry["accuracy"]["plate_accuracy"],
                                                                      entry["accuracy"]["char_accuracy"],
                                                                      entry["accuracy"]["count"]))
-        models[info["name"]] = entry
-        manifest["default"][region] = info["name"]
+    write(path, manifest)
+    print("wrote %s" % path)
+
+
+def write(path, manifest):
     with io.open(path + ".part", "w", encoding="utf-8") as f:
         f.write("# Shipped LPRNet models. Written by scripts/update_manifest.py; accuracy measured by the command\n"
                 "# given with it. A model whose sha256 differs from its entry is refused at load.\n")
         yaml.safe_dump(manifest, f, allow_unicode=True, sort_keys=False, width=110)
     os.replace(path + ".part", path)
-    print("wrote %s" % path)
 
 
 if __name__ == "__main__":

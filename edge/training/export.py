@@ -13,7 +13,7 @@ from edge.training.train import to_tensor
 
 INPUT_NAME = "image_input"
 OUTPUT_NAMES = ("tf_op_layer_ArgMax", "tf_op_layer_Max")
-OPSET = 17
+OPSET = 13  # ONNX Runtime 1.10 (last for Python 3.6, JetPack 4.6) and TensorRT 8.0/8.2 parse up to 13
 
 
 def export_onnx(model, path, opset=OPSET):

@@ -1,0 +1,57 @@
+"""The shipped models: manifest entries match the files, NVIDIA's character lists, an opset old devices
+parse (ONNX Runtime 1.10 on JetPack 4.6's Python 3.6, TensorRT 8.0/8.2), the size budget, the contract."""
+import os
+
+import yaml
+
+from edge.config.model import RecognizerConfig
+from edge.dataset import load_characters
+from edge.recognize.backends import create_backend
+from edge.recognize.model import load_model_info, sha256_file
+from helpers import ROOT
+
+MODELS = os.path.join(ROOT, "models")
+
+
+def manifest():
+    with open(os.path.join(MODELS, "manifest.yaml"), encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def test_manifest_matches_files_and_defaults():
+    m = manifest()
+    assert set(m["default"]) == {"us", "ch"}
+    for region, name in m["default"].items():
+        entry = m["models"][name]
+        path = os.path.join(MODELS, entry["file"])
+        assert entry["region"] == region and entry["sha256"] == sha256_file(path)
+        assert entry["accuracy"]["count"] > 0 and 0 < entry["accuracy"]["plate_accuracy"] <= 1
+        assert "held out" in entry["accuracy"]["data"]
+
+
+def test_nvidia_character_lists():
+    us = load_characters(os.path.join(MODELS, "us_lp_characters.txt"))
+    ch = load_characters(os.path.join(MODELS, "ch_lp_characters.txt"))
+    assert len(us) == 35 and "O" not in us and "I" in us and us[:10] == list("0123456789")
+    assert len(ch) == 67 and ch[0] == "皖" and ch[-1] == "9" and "I" not in ch and "O" not in ch
+    assert os.path.getsize(os.path.join(MODELS, "us_lp_characters.txt")) == 70  # byte-identical size to NVIDIA's
+
+
+def test_size_budget_and_opset():
+    import onnx
+
+    total = sum(os.path.getsize(os.path.join(MODELS, n)) for n in os.listdir(MODELS))
+    assert total < 48 * 1000 * 1000
+    for name in os.listdir(MODELS):
+        if name.endswith(".onnx"):
+            model = onnx.load(os.path.join(MODELS, name))
+            assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) <= 13, name
+            assert model.ir_version <= 7, name
+
+
+def test_shipped_models_load_with_the_contract():
+    for entry in manifest()["models"].values():
+        info = load_model_info(os.path.join(MODELS, entry["file"]))
+        backend = create_backend("onnxruntime", info, RecognizerConfig())
+        assert backend.input_name == "image_input" and backend.timesteps == 24
+        assert len(info.characters) == (35 if entry["region"] == "us" else 67)
