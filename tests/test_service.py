@@ -102,7 +102,7 @@ def test_ready_status_watchdog_stopping(broker, tmp_path, abstract):
         pings = [t for t in notify.times("WATCHDOG") if t > ready[0]]
         assert len(pings) >= 4  # 1 s watchdog: a ping every 0.5 s
         gaps = [b - a for a, b in zip(pings, pings[1:])]
-        assert all(0.3 < g < 0.8 for g in gaps), gaps
+        assert all(0.2 < g < 1.0 for g in gaps), gaps  # half of WatchdogSec=1 s, with room for a loaded CI
         statuses = [f["STATUS"] for _, f in notify.messages if "STATUS" in f]
         assert any("cameras streaming" in s and "mqtt" in s for s in statuses), statuses
         proc.send_signal(signal.SIGTERM)
