@@ -56,6 +56,7 @@ class App:
         self.metrics = Metrics()
         self.http = None
         self.service_thread = None
+        self._worker_outbox = None  # opened in the worker thread: SQLite connections are per thread
 
     # --- init: everything that can fail on bad input, before any thread starts -----------------
     def init(self):
@@ -122,8 +123,6 @@ class App:
         log.info("camera %s: plate %s (score %.2f, %d reads, roi %s%s) event %s", track.camera_id, event["plate"],
                  event["score"], event["read_count"], track.roi_id,
                  ", known: %s" % event["known"] if event["known"] else "", event_id)
-
-    _worker_outbox = None
 
     def status(self):
         """The appliance's state for the retained status topic (and, later, the health endpoint)."""

@@ -82,3 +82,10 @@ def test_outbox_from_an_older_version_is_upgraded_keeping_rows(tmp_path):
     box.add("new1", "t", b"{}", retain=False)
     rows = box.pending()
     assert [r.event_id for r in rows] == ["old1", "new1"] and rows[0].retain is False
+
+
+def test_event_and_its_snapshot_commit_together(tmp_path):
+    box = Outbox(str(tmp_path / "o.db"))
+    box.add("e1", "p/d/events", b"{}", extra=(("e1.snapshot", "p/d/gate/snapshot", b"\xff\xd8jpeg", True),))
+    rows = box.pending()
+    assert [(r.event_id, r.retain) for r in rows] == [("e1", False), ("e1.snapshot", True)]
