@@ -46,7 +46,6 @@ class App:
         self.recognizer = None
         self.worker = None
         self.publisher = None
-        self.outbox = None
         self.event_ids = EventIds()
         self.events_committed = 0
         self.events_dropped = 0
@@ -73,8 +72,7 @@ class App:
             self.mailbox.add_camera(camera.id, camera.queue_size)
             self.captures.append(CaptureThread(camera, self.mailbox, self.stop_event))
         limits = (cfg.outbox.max_events, cfg.outbox.max_bytes)
-        self.outbox = Outbox(cfg.outbox.path, *limits)  # the worker thread's connection; opened here to fail early
-        self.outbox.db.close()
+        Outbox(cfg.outbox.path, *limits).close()  # fail here, before any thread, on an unusable state dir
         tracker = Tracker(cfg.tracking, {c.id: c.format for c in cfg.cameras})
         self.known = KnownPlates(cfg.tracking.known_plates, cfg.tracking.match_distance)
         max_batch = cfg.recognizer.max_batch
@@ -141,6 +139,7 @@ class App:
             "events": self.events_committed,
             "events_dropped": self.events_dropped,
             "published": self.publisher.published,
+            "refused": self.publisher.rejected,
             "outbox_events": depth[0],
         }
 

@@ -80,13 +80,30 @@ def cmd_check_config(args):
     return EXIT_OK
 
 
-def cmd_evaluate(args):
+def _recognizer_from_args(args):
+    """The recognizer `evaluate` and `bench` run: --model, --characters, --backend, --providers, --threads."""
     from edge.config.model import RecognizerConfig
+    from edge.recognize.backends import create_backend
+    from edge.recognize.model import load_model_info
+    from edge.recognize.recognizer import Recognizer
+
+    info = load_model_info(args.model, args.characters)
+    rc = RecognizerConfig(backend=args.backend, providers=args.providers.split(","), threads=args.threads)
+    return Recognizer(info, create_backend(args.backend, info, rc))
+
+
+def _add_recognizer_args(p):
+    p.add_argument("--model", required=True, help="ONNX model")
+    p.add_argument("--characters", help="characters list (default: found beside the model)")
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime",))
+    p.add_argument("--providers", default="CPUExecutionProvider", help="ONNX Runtime providers, comma-separated")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0: backend default)")
+
+
+def cmd_evaluate(args):
     from edge.dataset import DatasetError, read_id_list
     from edge.evaluate import evaluate
-    from edge.recognize.backends import create_backend
-    from edge.recognize.model import ModelError, load_model_info
-    from edge.recognize.recognizer import Recognizer
+    from edge.recognize.model import ModelError
 
     normalize = {}
     for item in args.normalize or []:
@@ -96,9 +113,7 @@ def cmd_evaluate(args):
         a, b = item.split("=", 1)
         normalize[a] = b
     try:
-        info = load_model_info(args.model, args.characters)
-        rc = RecognizerConfig(backend=args.backend, providers=args.providers.split(","), threads=args.threads)
-        recognizer = Recognizer(info, create_backend(args.backend, info, rc))
+        recognizer = _recognizer_from_args(args)
         only = read_id_list(args.only_ids) if args.only_ids else None
         result = evaluate(recognizer, args.data, normalize or None, args.batch, args.limit, keep_reads=args.show_errors,
                           only_ids=only)
@@ -126,16 +141,12 @@ def cmd_evaluate(args):
 
 def cmd_bench(args):
     from edge.bench import bench
-    from edge.config.model import RecognizerConfig
-    from edge.recognize.backends import create_backend
-    from edge.recognize.model import ModelError, load_model_info
-    from edge.recognize.recognizer import Recognizer
+    from edge.recognize.model import ModelError
 
     try:
         batches = [int(b) for b in args.batch.split(",")]
-        info = load_model_info(args.model, args.characters)
-        rc = RecognizerConfig(backend=args.backend, providers=args.providers.split(","), threads=args.threads)
-        recognizer = Recognizer(info, create_backend(args.backend, info, rc))
+        recognizer = _recognizer_from_args(args)
+        info = recognizer.model
     except (ModelError, ValueError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return EXIT_CONFIG
@@ -176,12 +187,8 @@ def build_parser():
                        description="Full-plate and character accuracy, throughput and confusions of a model on "
                                    "plate crops in the TAO layout (image/, label/); DATA may hold several such "
                                    "folders. With --json the last line is one JSON object.")
-    p.add_argument("--model", required=True, help="ONNX model")
+    _add_recognizer_args(p)
     p.add_argument("--data", required=True, help="dataset folder (image/, label/) or a folder of them")
-    p.add_argument("--characters", help="characters list (default: found beside the model)")
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime",))
-    p.add_argument("--providers", default="CPUExecutionProvider", help="ONNX Runtime providers, comma-separated")
-    p.add_argument("--threads", type=int, default=0, help="inference threads (0: backend default)")
     p.add_argument("--batch", type=int, default=64, help="plates per inference")
     p.add_argument("--limit", type=int, help="evaluate only the first N plates")
     p.add_argument("--only-ids", metavar="FILE", help="evaluate only the sample ids listed in FILE (a held-out split)")
@@ -194,11 +201,7 @@ def build_parser():
     p = sub.add_parser("bench", help="recognizer throughput per batch size",
                        description="Plates per second of the recognizer (preprocess, inference, decode) for each "
                                    "batch size, in one run: compare the figures as ratios.")
-    p.add_argument("--model", required=True, help="ONNX model")
-    p.add_argument("--characters", help="characters list (default: found beside the model)")
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime",))
-    p.add_argument("--providers", default="CPUExecutionProvider", help="ONNX Runtime providers, comma-separated")
-    p.add_argument("--threads", type=int, default=0, help="inference threads (0: backend default)")
+    _add_recognizer_args(p)
     p.add_argument("--batch", default="1,4,16,64", help="batch sizes, comma-separated")
     p.add_argument("--seconds", type=float, default=3.0, help="seconds per batch size")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")

@@ -163,3 +163,18 @@ def test_tls_and_password_together(make_broker, tmp_path):
     finally:
         stop.set()
         pub.join(5)
+
+
+def test_mqtt5_refused_publish_is_counted_not_published(make_broker, tmp_path):
+    acl = tmp_path / "acl"
+    acl.write_text("topic read lpr-edge/#\n")  # anonymous clients may not publish events
+    broker = make_broker(extra_conf="allow_anonymous true\nacl_file %s\n" % acl).start()
+    path = str(tmp_path / "o.db")
+    fill(path, range(3))
+    pub, stop = start_publisher(mqtt_config(broker.port, protocol="5"), path)
+    try:
+        assert wait_for(lambda: pub.rejected == 3, 10), (pub.rejected, pub.last_error)
+        assert pub.published == 0 and Outbox(path).depth()[0] == 0  # no retry loop blocking later events
+    finally:
+        stop.set()
+        pub.join(5)

@@ -180,3 +180,34 @@ def test_paho_1_6_api(broker, subscriber, tmp_path):
     assert out.stdout.strip() == "left 0"
     assert wait_for(lambda: len(received_ids(sub)) >= 5, 5)
     assert received_ids(sub) == ["ev%04d" % i for i in range(5)]
+
+
+def test_sent_but_unacknowledged_events_survive_sigkill(broker, tmp_path):
+    """Freeze the broker (SIGSTOP): the link stays up, events go out, no PUBACK comes back. Killing the
+    publisher then must leave every one of them in the outbox, to be sent again after a restart."""
+    path = str(tmp_path / "o.db")
+    Outbox(path).close()
+    script = (
+        "import sys, time\n"
+        "from test_publisher import mqtt_config, start_publisher\n"
+        "pub, stop = start_publisher(mqtt_config(%d, keepalive_s=60, client_id='inflight'), %r)\n"
+        "while not pub.connected: time.sleep(0.05)\n"
+        "print('up', flush=True)\n"
+        "while len(pub._inflight) < 5: time.sleep(0.05)\n"
+        "print('inflight', flush=True)\n"
+        "time.sleep(60)\n" % (broker.port, path))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "tests")))
+    try:
+        assert proc.stdout.readline().strip() == b"up"
+        broker.proc.send_signal(signal.SIGSTOP)
+        fill(path, range(5))
+        assert proc.stdout.readline().strip() == b"inflight"  # all five published, none acknowledged
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
+        proc.kill()
+        proc.wait()
+    assert [r.event_id for r in Outbox(path).pending()] == ["ev%04d" % i for i in range(5)]

@@ -9,7 +9,7 @@ import pytest
 from edge.dataset import DatasetError, load_characters, load_dataset
 from helpers import ROOT
 
-torch = pytest.importorskip("torch", reason="the train extra is installed by make setup-train")
+import torch  # noqa: E402 - the train extra; make test installs it, so a missing torch fails here
 
 from edge.training.export import OUTPUT_NAMES, check_same_reads, export_onnx  # noqa: E402
 from edge.training.model import LPRNet, LPRNetConfig, count_macs  # noqa: E402

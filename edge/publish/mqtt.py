@@ -71,6 +71,7 @@ class MqttPublisher(threading.Thread):
         self.state = "starting"  # starting, connecting, connected, disconnected, refused, error
         self.last_error = None
         self.published = 0  # events acknowledged (not counting snapshots or state messages)
+        self.rejected = 0  # events the broker refused in its PUBACK (MQTT 5), e.g. not authorised
         self.status_fn = status_fn  # -> dict for the retained status topic
         self.discovery = discovery  # HomeAssistantDiscovery or None
         self._next_status = 0.0
@@ -142,10 +143,14 @@ class MqttPublisher(threading.Thread):
         if entry is None:
             return  # availability, status and state messages
         seq, payload, topic = entry
-        if rest and _rc_value(rest[0]) >= 0x80:  # MQTT 5 PUBACK with a failure reason
-            log.error("mqtt: broker rejected outbox row %d on %s: %s; removed from the outbox", seq, topic,
-                      _rc_text(rest[0]))
         self._acked.append(seq)
+        if rest and _rc_value(rest[0]) >= 0x80:  # MQTT 5 PUBACK with a failure reason
+            # resending cannot help and would block every later event: count it, say it, health degrades
+            log.error("mqtt: broker refused outbox row %d on %s: %s; removed from the outbox", seq, topic,
+                      _rc_text(rest[0]))
+            if topic == self.topics.events:
+                self.rejected += 1
+            return
         if topic != self.topics.events:
             return
         self.published += 1

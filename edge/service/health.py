@@ -61,6 +61,9 @@ def check_app(app, stage_deadline_s, now=None):
         out.append(Component("mqtt", FAILED, "publisher thread is not running: %s" % (pub.last_error or "")))
     elif pub.is_alive() and age > stage_deadline_s:
         out.append(Component("mqtt", FAILED, "publisher loop made no progress for %.0f s (wedged)" % age))
+    elif pub.rejected:
+        out.append(Component("mqtt", DEGRADED, "the broker refused %d events (not authorised to publish on %s?)"
+                             % (pub.rejected, pub.topics.events)))
     elif not pub.connected:
         out.append(Component("mqtt", DEGRADED, "not connected (%s): %s" % (pub.state, pub.last_error or "connecting")))
     else:

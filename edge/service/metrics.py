@@ -67,6 +67,9 @@ class _AppCollector:
         published = CounterMetricFamily("lpr_edge_events_published", "Events acknowledged by the broker")
         published.add_metric([], app.publisher.published)
         yield published
+        refused = CounterMetricFamily("lpr_edge_events_refused", "Events the broker refused in its PUBACK (MQTT 5)")
+        refused.add_metric([], app.publisher.rejected)
+        yield refused
         ev_dropped = CounterMetricFamily("lpr_edge_events_dropped", "Events dropped because the outbox was full")
         ev_dropped.add_metric([], app.events_dropped)
         yield ev_dropped

@@ -9,7 +9,8 @@ from edge.dataset import DatasetError
 
 
 def _train(args):
-    from edge.training.export import check_same_reads, export_onnx, save_weights, sha256_file
+    from edge.recognize.model import sha256_file
+    from edge.training.export import check_same_reads, export_onnx, save_weights
     from edge.training.spec import SpecError, load_spec
     from edge.training.train import generate_synthetic, train
 

@@ -7,7 +7,6 @@ import numpy as np
 import torch
 
 from edge.recognize.decode import decode_batch
-from edge.recognize.model import sha256_file  # noqa: F401 - re-exported for the training CLI
 from edge.training.model import DeployableLPRNet
 from edge.training.train import to_tensor
 

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import torch
 
-from edge.dataset import DatasetError, load_characters, read_image, scan
+from edge.dataset import DatasetError, load_characters, read_id_list, read_image, scan
 from edge.recognize.decode import decode_batch
 from edge.training import synth
 from edge.training.model import LPRNet, LPRNetConfig
@@ -47,12 +47,6 @@ def generate_synthetic(region, count, seed, strength=1.0, clean_prob=0.1, worker
     return images, labels
 
 
-def _read_ids(path):
-    from edge.dataset import read_id_list
-
-    return read_id_list(path)
-
-
 def load_real(source, characters, max_label_length):
     """Real plate folder -> (images [N,48,96,3] uint8, labels). Bad samples are logged by file and skipped."""
     import cv2
@@ -64,8 +58,8 @@ def load_real(source, characters, max_label_length):
     samples, skipped = scan(image_dir, label_dir, characters, max_label_length, source.get("normalize"))
     keep = None
     if "only_ids_from" in source:
-        keep = _read_ids(source["only_ids_from"])
-    drop = _read_ids(source["exclude_ids_from"]) if "exclude_ids_from" in source else set()
+        keep = read_id_list(source["only_ids_from"])
+    drop = read_id_list(source["exclude_ids_from"]) if "exclude_ids_from" in source else set()
     images, labels = [], []
     for sample in samples:
         sid = os.path.splitext(os.path.basename(sample.image_path))[0]
