@@ -107,6 +107,29 @@ def test_synthetic_generation_is_reproducible():
     assert all(set(t) <= chars and len(t) in (7, 8) for t in la)
 
 
+def test_capture_size_passes_every_crop_through_that_resolution():
+    """A crop captured 24 rows high and upscaled to 48 keeps almost no vertical detail above 24 rows'
+    Nyquist frequency; one made at full resolution keeps several times more."""
+    aug = {"capture_size": [94, 24], "tight_crop_prob": 1.0, "clean_prob": 0.0}
+    small, labels = generate_synthetic("ch", 16, seed=3, aug=aug, workers=1)
+    full, _ = generate_synthetic("ch", 16, seed=3, aug={"clean_prob": 0.0, "tight_crop_prob": 1.0}, workers=1)
+
+    def high_frequency_share(images):
+        rows = images.astype(np.float32).mean(-1)
+        rows -= rows.mean(axis=1, keepdims=True)
+        power = np.abs(np.fft.rfft(rows, axis=1)) ** 2  # along the 48 rows: bins 0..24
+        return power[:, 13:].sum() / power[:, 1:].sum()
+
+    assert small.shape == (16, 48, 96, 3) and len(labels) == 16
+    assert high_frequency_share(small) < 0.3 * high_frequency_share(full)
+
+
+def test_spec_capture_size_must_be_a_pair(tmp_path):
+    path = write(tmp_path / "s.yaml", (SPEC % US_CHARS) + "augmentation_config: {capture_size: [94]}\n")
+    with pytest.raises(SpecError, match="augmentation_config/capture_size"):
+        load_spec(path)
+
+
 def test_train_resume_export_and_ort_agrees(tmp_path):
     spec = load_spec(write(tmp_path / "s.yaml", SPEC % US_CHARS))
     model, chars, history = train(spec, str(tmp_path / "run"), progress=False)

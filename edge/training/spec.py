@@ -85,6 +85,15 @@ SPEC_SCHEMA = {
                                "description": "Share of synthetic plates left un-augmented."},
                 "real_augment_prob": {"type": "number", "minimum": 0, "maximum": 1,
                                       "description": "Share of real crops given light pose/blur/noise each epoch."},
+                "real_augment_strength": {"type": "number", "minimum": 0, "maximum": 1.5,
+                                          "description": "Pose and margin scale for real crops (default 0.3)."},
+                "tight_crop_prob": {"type": "number", "minimum": 0, "maximum": 1,
+                                    "description": "Share of crops cut at the plate's own box, as a detector "
+                                                   "delivers them; the rest get a loose margin (default 0.4)."},
+                "capture_size": {"type": "array", "items": {"type": "integer", "minimum": 8}, "minItems": 2,
+                                 "maxItems": 2,
+                                 "description": "[width, height] every augmented crop passes through before "
+                                                "the 96x48 resize, to match a dataset stored small (CCPD 94x24)."},
             },
         },
         "dataset_config": {

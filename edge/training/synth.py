@@ -377,8 +377,12 @@ def _background(rng, h, w):
     return np.ascontiguousarray(bg)
 
 
-def augment(plate, rng, out_w=96, out_h=48, strength=1.0):
-    """A crop of `plate` as a camera sees it: pose, crop margin, blur, noise, light, low resolution, JPEG."""
+def augment(plate, rng, out_w=96, out_h=48, strength=1.0, tight_crop_prob=0.4, capture_size=None):
+    """A crop of `plate` as a camera sees it: pose, crop margin, blur, noise, light, low resolution, JPEG.
+
+    `tight_crop_prob`: share of crops cut at the warped plate's own box, as a plate detector delivers them
+    (the rest get a loose margin, as a fixed ROI). `capture_size` (w, h): a resolution every crop passes
+    through before the final resize, for datasets whose crops are stored small (CCPD-style 94x24)."""
     ph, pw = plate.shape[:2]
     s = strength
     roll = rng.uniform(-30, 30) * s if rng.random() < 0.5 else rng.uniform(-6, 6) * s
@@ -388,7 +392,7 @@ def augment(plate, rng, out_w=96, out_h=48, strength=1.0):
     # crop margin as a fraction of the warped plate's box: tight (may cut the border) or loose
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     size = hi - lo
-    margin = rng.uniform(-0.04, 0.04) if rng.random() < 0.4 else rng.uniform(0.0, 0.25) * s
+    margin = rng.uniform(-0.04, 0.04) if rng.random() < tight_crop_prob else rng.uniform(0.0, 0.25) * s
     mx = size[0] * margin * rng.uniform(0.5, 1.5)
     my = size[1] * margin * rng.uniform(0.5, 1.5)
     box_lo = lo - np.array([mx, my]) + rng.uniform(-0.03, 0.03, 2) * size
@@ -437,7 +441,9 @@ def augment(plate, rng, out_w=96, out_h=48, strength=1.0):
             img = cv2.filter2D(img, -1, kern)
     # resolution: plates as small as 17 px high, upscaled again by the crop stage
     target_h = int(rng.uniform(17, 60)) if rng.random() < 0.6 else ch
-    if target_h < ch:
+    if capture_size is not None:
+        img = cv2.resize(img, tuple(capture_size), interpolation=cv2.INTER_AREA)
+    elif target_h < ch:
         small_w = max(8, int(cw * target_h / float(ch)))
         img = cv2.resize(img, (small_w, target_h), interpolation=cv2.INTER_AREA)
     if rng.random() < 0.5:
@@ -451,11 +457,12 @@ def augment(plate, rng, out_w=96, out_h=48, strength=1.0):
     return cv2.resize(np.ascontiguousarray(img), (out_w, out_h), interpolation=cv2.INTER_LINEAR)
 
 
-def make_sample(region, rng, out_w=96, out_h=48, strength=1.0, clean_prob=0.1):
+def make_sample(region, rng, out_w=96, out_h=48, strength=1.0, clean_prob=0.1, tight_crop_prob=0.4,
+                capture_size=None):
     plate, text = render_plate(region, rng)
     if rng.random() < clean_prob:
         return cv2.resize(plate, (out_w, out_h), interpolation=cv2.INTER_AREA), text
-    return augment(plate, rng, out_w, out_h, strength), text
+    return augment(plate, rng, out_w, out_h, strength, tight_crop_prob, capture_size), text
 
 
 def encode_jpeg(rgb, quality=95):

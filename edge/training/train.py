@@ -20,22 +20,30 @@ log = logging.getLogger("edge.training")
 SYNTH_CHUNK = 500
 
 
+def augment_options(aug):
+    """The keyword arguments of synth.augment taken from a spec's augmentation_config."""
+    return {"strength": aug.get("strength", 1.0), "tight_crop_prob": aug.get("tight_crop_prob", 0.4),
+            "capture_size": aug.get("capture_size")}
+
+
 def _synth_chunk(args):
-    region, seed, count, strength, clean_prob = args
+    region, seed, count, aug = args
     rng = np.random.default_rng(seed)
     images = np.empty((count, 48, 96, 3), np.uint8)
     labels = []
     for i in range(count):
-        images[i], text = synth.make_sample(region, rng, strength=strength, clean_prob=clean_prob)
+        images[i], text = synth.make_sample(region, rng, clean_prob=aug.get("clean_prob", 0.1),
+                                            **augment_options(aug))
         labels.append(text)
     return images, labels
 
 
-def generate_synthetic(region, count, seed, strength=1.0, clean_prob=0.1, workers=None):
-    """`count` synthetic 96x48 plate crops and labels, made in parallel, reproducible from `seed`."""
+def generate_synthetic(region, count, seed, aug=None, workers=None):
+    """`count` synthetic 96x48 plate crops and labels, made in parallel, reproducible from `seed`;
+    `aug` is a spec's augmentation_config (defaults when None)."""
     jobs = []
     for start in range(0, count, SYNTH_CHUNK):
-        jobs.append((region, seed * 100003 + start, min(SYNTH_CHUNK, count - start), strength, clean_prob))
+        jobs.append((region, seed * 100003 + start, min(SYNTH_CHUNK, count - start), aug or {}))
     workers = workers or max(1, os.cpu_count() or 1)
     if workers == 1 or len(jobs) == 1:
         parts = [_synth_chunk(j) for j in jobs]
@@ -153,8 +161,7 @@ def build_sets(spec, characters, seed):
     images, labels = [], []
     if "synthetic" in ds:
         t0 = time.time()
-        x, y = generate_synthetic(ds["synthetic"]["region"], ds["synthetic"]["count"], seed,
-                                  aug.get("strength", 1.0), aug.get("clean_prob", 0.1))
+        x, y = generate_synthetic(ds["synthetic"]["region"], ds["synthetic"]["count"], seed, aug)
         log.info("generated %d synthetic plates in %.0f s", len(y), time.time() - t0)
         images.append(x)
         labels.extend(y)
@@ -168,8 +175,7 @@ def build_sets(spec, characters, seed):
         raise DatasetError("spec has no training data (dataset_config.synthetic or data_sources)")
     val_x, val_y = [], []
     if ds.get("validation_synthetic") and "synthetic" in ds:
-        x, y = generate_synthetic(ds["synthetic"]["region"], ds["validation_synthetic"], seed + 7919,
-                                  aug.get("strength", 1.0), aug.get("clean_prob", 0.1))
+        x, y = generate_synthetic(ds["synthetic"]["region"], ds["validation_synthetic"], seed + 7919, aug)
         val_x.append(x)
         val_y.extend(y)
     for source in ds.get("validation_data_sources", []):
@@ -226,6 +232,8 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True):
     train_x, train_y, n_synth, (val_x, val_y) = build_sets(spec, characters, seed)
     aug = spec.get("augmentation_config", {})
     real_aug = aug.get("real_augment_prob", 0.0)
+    # real crops get a lighter pose/margin than synthetic ones, through the same capture path
+    real_aug_options = dict(augment_options(aug), strength=aug.get("real_augment_strength", 0.3))
     batch = tcfg.get("batch_size_per_gpu", 64)
     epochs = tcfg.get("num_epochs", 10)
     steps_per_epoch = int(math.ceil(len(train_y) / float(batch)))
@@ -254,7 +262,7 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True):
                 x = x.copy()
                 for j, k in enumerate(idx):
                     if k >= n_synth and rng.random() < real_aug:
-                        x[j] = synth.augment(x[j], rng, strength=0.3)
+                        x[j] = synth.augment(x[j], rng, **real_aug_options)
             targets, lengths = encode_targets([train_y[k] for k in idx], char_index)
             lr = learning_rate(min(1.0, step / float(max(1, total_steps))), lr_cfg)
             for group in optimizer.param_groups:
