@@ -15,8 +15,8 @@ VENV36 := .venv36
 help:
 	@echo "make run         set up, start a local broker if needed, run the demo (configs/demo.yaml)"
 	@echo "make test        set up and run the whole test suite"
-	@echo "make train-us    rebuild models/us_lprnet_*.onnx from synthetic data (CPU)"
-	@echo "make train-ch    rebuild models/ch_lprnet_*.onnx from synthetic data (CPU)"
+	@echo "make train-us    pretrain the US model on synthetic plates (a GPU when torch sees one; ~4 h on 2 CPU cores)"
+	@echo "make train-ch    pretrain the CH model on synthetic plates (a GPU when torch sees one; ~4 h on 2 CPU cores)"
 	@echo "make finetune-us fine-tune the US model on half of ../shared/data/real/us"
 	@echo "make evaluate    accuracy of the shipped models on the held-out real crops"
 	@echo "make install     install the systemd service under /opt/lpr-edge (DESTDIR=... to stage)"
@@ -76,25 +76,25 @@ sample: setup-train
 	$(BIN)/python scripts/make_sample_video.py --out samples/gate_us.mp4
 
 train-us: setup-train
-	$(BIN)/python -m edge.training train --spec configs/training/us_slim.yaml --export models/
+	$(BIN)/python -m edge.training train --spec configs/training/us_mid.yaml --export models/
 
 train-ch: setup-train
-	$(BIN)/python -m edge.training train --spec configs/training/ch_slim.yaml --export models/
+	$(BIN)/python -m edge.training train --spec configs/training/ch_mid.yaml --export models/
 
 # Fine-tune the synthetic models on half of the real crops in ../shared/data/real (see configs/training/).
 finetune-us: setup-train
-	$(BIN)/python -m edge.training train --spec configs/training/us_slim_finetune.yaml \
-		--init-from runs/us_lprnet_baseline10_slim/last.pt --export models/
+	$(BIN)/python -m edge.training train --spec configs/training/us_mid_finetune.yaml \
+		--init-from runs/us_lprnet_baseline10_mid/last.pt --export models/
 
 finetune-ch: setup-train
-	$(BIN)/python -m edge.training train --spec configs/training/ch_slim_finetune.yaml \
-		--init-from runs/ch_lprnet_baseline10_slim/last.pt --export models/
+	$(BIN)/python -m edge.training train --spec configs/training/ch_mid_finetune.yaml \
+		--init-from runs/ch_lprnet_baseline10_mid/last.pt --export models/
 
 # Accuracy of the shipped models on the held-out halves of the real crops (the figures in models/manifest.yaml).
 evaluate: setup
-	$(BIN)/lpr-edge evaluate --model models/us_lprnet_baseline10_slim.onnx --data ../shared/data/real/us \
+	$(BIN)/lpr-edge evaluate --model models/us_lprnet_baseline10_mid.onnx --data ../shared/data/real/us \
 		--only-ids configs/training/splits/us_openalpr_seg_and_ocr_eval.txt --normalize O=0
-	$(BIN)/lpr-edge evaluate --model models/ch_lprnet_baseline10_slim.onnx --data ../shared/data/real/ch \
+	$(BIN)/lpr-edge evaluate --model models/ch_lprnet_baseline10_mid.onnx --data ../shared/data/real/ch \
 		--only-ids configs/training/splits/ch_lprnet_pytorch_test_eval.txt
 
 install:

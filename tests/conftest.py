@@ -92,6 +92,11 @@ def subscriber(broker):
 
 @pytest.fixture(scope="session")
 def us_model():
-    path = os.path.join(ROOT, "models", "us_lprnet_baseline10_slim.onnx")
+    path = os.path.join(ROOT, "models", "us_lprnet_baseline10_mid.onnx")
     assert os.path.exists(path), "shipped model missing: %s" % path
     return path
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped elsewhere, run on a GPU machine "
+                                       "(`pytest -m gpu tests/test_training.py`)")

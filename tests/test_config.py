@@ -38,7 +38,7 @@ def test_demo_config_is_valid():
     assert config.cameras[0].id == "gate"
     assert config.mqtt.port == 1883
     assert config.tracking.min_reads == 3
-    assert config.model.path.endswith("models/us_lprnet_baseline10_slim.onnx")
+    assert config.model.path.endswith("models/us_lprnet_baseline10_mid.onnx")
 
 
 def test_defaults_come_from_schema_and_profile(tmp_path):

@@ -102,7 +102,7 @@ def test_bad_model_exits_2(tmp_path):
     bad.write_bytes(b"not a model")
     (tmp_path / "us_lp_characters.txt").write_bytes(open(os.path.join(ROOT, "models", "us_lp_characters.txt"), "rb").read())
     config = demo_config(tmp_path, 1883)
-    text = open(config).read().replace(os.path.join(ROOT, "models", "us_lprnet_baseline10_slim.onnx"), str(bad))
+    text = open(config).read().replace(os.path.join(ROOT, "models", "us_lprnet_baseline10_mid.onnx"), str(bad))
     open(config, "w").write(text)
     proc = start_daemon(config)
     out, err = proc.communicate(timeout=30)

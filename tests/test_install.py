@@ -13,7 +13,7 @@ def test_install_into_destdir(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=900)
     assert result.returncode == 0, result.stdout
     root = dest / "opt" / "lpr-edge"
-    for rel in ("venv/bin/lpr-edge", "models/manifest.yaml", "models/us_lprnet_baseline10_slim.onnx",
+    for rel in ("venv/bin/lpr-edge", "models/manifest.yaml", "models/us_lprnet_baseline10_mid.onnx",
                 "venv/share/lpr-edge/configs/schema/config.schema.json", "venv/share/lpr-edge/configs/devices/cpu.yaml",
                 "README.md", "docs/config.md"):
         assert (root / rel).exists(), rel

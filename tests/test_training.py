@@ -169,3 +169,91 @@ def test_shipped_weights_round_trip_and_fine_tune(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(DatasetError):
         load_model_from_checkpoint(str(tmp_path / "junk.pt"))
+
+
+def test_budget_anneals_by_the_clock():
+    from edge.training.train import schedule_progress
+
+    assert schedule_progress(50, 100, 10.0) == pytest.approx(0.5)  # no budget: steps alone
+    assert schedule_progress(50, 100, 54.0, budget_minutes=1) == pytest.approx(0.9)  # the clock is ahead
+    assert schedule_progress(90, 100, 6.0, budget_minutes=1) == pytest.approx(0.9)  # the steps are ahead
+    assert schedule_progress(10, 100, 600.0, budget_minutes=1) == 1.0
+
+
+def test_plate_style_keys_leave_the_default_stream_alone():
+    """make train-* reproduce their sets only if a spec without the style keys draws what it drew before."""
+    plain = generate_synthetic("us", 12, seed=8, workers=1)
+    explicit = generate_synthetic("us", 12, seed=8, aug={"side_text_prob": 0.0, "letter_i_weight": 1.0,
+                                                         "province_bold": 0.0}, workers=1)
+    assert plain[1] == explicit[1] and np.array_equal(plain[0], explicit[0])
+
+
+def test_letter_i_weight_makes_i_rare():
+    from edge.training.synth import random_us_text
+
+    def share_of_i(weight):
+        rng = np.random.default_rng(1)
+        letters = [c for _ in range(3000) for c in random_us_text(rng, weight)[0] if c.isalpha()]
+        return letters.count("I") / float(len(letters))
+
+    assert share_of_i(1.0) == pytest.approx(1 / 25.0, rel=0.25)  # as often as any of the 25 letters
+    assert share_of_i(0.2) < 0.35 * share_of_i(1.0)
+
+
+def test_side_text_stays_in_its_column_and_out_of_the_label():
+    from edge.training import synth
+
+    rng = np.random.default_rng(4)
+    canvas = np.full((120, 240, 3), 255, np.uint8)
+    synth._draw_side_text(canvas, rng, (10, 30, 14, 60), (0, 0, 0), synth.fonts())
+    ink = canvas.min(-1) < 128
+    assert ink[30:90, 10:24].sum() > 40 and ink.sum() == ink[30:90, 10:24].sum()
+    plate, text = synth.render_us_v2(np.random.default_rng(5), "ABC123", style={"side_text_prob": 1.0})
+    assert text == "ABC123" and plate.shape == (120, 240, 3)
+
+
+def test_province_bold_thickens_strokes():
+    from edge.training import synth
+
+    def ink(bold):
+        canvas = np.full((105, 60, 3), 255, np.uint8)
+        synth.draw_stretched(canvas, "皖", synth.fonts().cjk[0], (5, 10, 45, 80), (0, 0, 0), synth.fonts(), bold=bold)
+        return (canvas.min(-1) < 128).sum()
+
+    assert ink(0.08) > 1.3 * ink(0.0) > 0
+
+
+def test_spec_style_values_are_checked(tmp_path):
+    path = write(tmp_path / "s.yaml", (SPEC % US_CHARS) + "augmentation_config: {province_bold: 0.5}\n")
+    with pytest.raises(SpecError, match="augmentation_config/province_bold"):
+        load_spec(path)
+
+
+def test_synthetic_cache_returns_the_same_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("LPR_EDGE_SYNTH_CACHE", str(tmp_path / "cache"))
+    first = generate_synthetic("ch", 6, seed=2, workers=1)
+    files = os.listdir(str(tmp_path / "cache"))
+    assert len(files) == 1 and files[0].endswith(".npz")  # written whole: no .part left
+    again = generate_synthetic("ch", 6, seed=2, workers=1)
+    assert first[1] == again[1] and np.array_equal(first[0], again[0])
+    other = generate_synthetic("ch", 6, seed=3, workers=1)  # another seed is another key
+    assert other[1] != first[1] and len(os.listdir(str(tmp_path / "cache"))) == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_cuda_asked_for_without_a_gpu_is_a_clear_error(tmp_path):
+    spec = load_spec(write(tmp_path / "s.yaml", SPEC % US_CHARS))
+    with pytest.raises(DatasetError, match="no CUDA GPU"):
+        train(spec, str(tmp_path / "run"), progress=False, device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on a GPU machine)")
+def test_training_on_the_gpu_matches_the_cpu_contract(tmp_path):
+    """On a CUDA machine: train on the GPU, get the model back on the CPU, export, ONNX Runtime agrees."""
+    spec = load_spec(write(tmp_path / "s.yaml", SPEC % US_CHARS))
+    model, chars, history = train(spec, str(tmp_path / "run"), progress=False, device="cuda")
+    assert next(model.parameters()).device.type == "cpu" and history[0]["epoch"] == 1
+    path = export_onnx(model, str(tmp_path / "tiny.onnx"))
+    images, _ = generate_synthetic("us", 16, seed=9, workers=1)
+    assert check_same_reads(model, path, images, chars) == []

@@ -22,7 +22,7 @@ def _train(args):
     out = args.output_dir or spec.get("output_dir") or os.path.join("runs", spec.get("model_name", "lprnet"))
     try:
         model, characters, history = train(spec, out, resume=args.resume, init_from=args.init_from,
-                                           progress=not args.no_progress)
+                                           progress=not args.no_progress, device=args.device)
     except DatasetError as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
@@ -84,6 +84,8 @@ def build_parser():
     p.add_argument("--init-from", help="checkpoint whose weights start this run (fine-tuning)")
     p.add_argument("--export", help="folder or .onnx path to export the trained model to")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                   help="train on a CUDA GPU or the CPU (default: the spec's training_config.device, else auto)")
     p.set_defaults(func=_train)
     p = sub.add_parser("export", help="export a checkpoint to ONNX (deployable contract)")
     p.add_argument("--checkpoint", required=True)

@@ -69,6 +69,9 @@ SPEC_SCHEMA = {
                 "time_budget_minutes": {"type": "number", "exclusiveMinimum": 0,
                                         "description": "Stop (and save) when this much wall time has passed."},
                 "threads": {"type": "integer", "minimum": 1, "description": "torch CPU threads."},
+                "device": {"enum": ["auto", "cpu", "cuda"],
+                           "description": "Where to train: auto (a CUDA GPU when torch sees one, else the CPU; "
+                                          "default), cpu or cuda. The command line's --device overrides it."},
             },
         },
         "eval_config": {
@@ -94,6 +97,16 @@ SPEC_SCHEMA = {
                                  "maxItems": 2,
                                  "description": "[width, height] every augmented crop passes through before "
                                                 "the 96x48 resize, to match a dataset stored small (CCPD 94x24)."},
+                "side_text_prob": {"type": "number", "minimum": 0, "maximum": 1,
+                                   "description": "US: share of plates with small stacked letters beside the "
+                                                  "number (as MA, VT, WV plates), which the label leaves out "
+                                                  "(default 0)."},
+                "letter_i_weight": {"type": "number", "minimum": 0, "maximum": 1,
+                                    "description": "US: how often I is drawn against other letters (1 = as "
+                                                   "often; real US plates use it far less than 1; default 1)."},
+                "province_bold": {"type": "number", "minimum": 0, "maximum": 0.2,
+                                  "description": "CH: thicken the province glyph by up to this share of its "
+                                                 "height, as the plate font's strokes are (default 0)."},
             },
         },
         "dataset_config": {

@@ -86,12 +86,16 @@ def fonts():
     return _FONTS
 
 
-def random_us_text(rng):
+def random_us_text(rng, i_weight=1.0):
+    """A US plate number and its separator position; `i_weight` < 1 makes I rarer than other letters."""
     pattern, sep = US_LAYOUTS[rng.integers(len(US_LAYOUTS))]
     out = []
     for p in pattern:
         pool = {"L": US_LETTERS, "D": DIGITS, "X": US_LETTERS + DIGITS}[p]
-        out.append(pool[rng.integers(len(pool))])
+        ch = pool[rng.integers(len(pool))]
+        while ch == "I" and i_weight < 1.0 and rng.random() >= i_weight:
+            ch = pool[rng.integers(len(pool))]
+        out.append(ch)
     return "".join(out), sep
 
 
@@ -153,10 +157,12 @@ def _glyph_mask(ch, font_path, book, size=64):
     return mask
 
 
-def draw_stretched(canvas, text, font_path, box, ink, book, gap_frac=0.08, squeeze=1.0, seps=(), sep_style="dot"):
+def draw_stretched(canvas, text, font_path, box, ink, book, gap_frac=0.08, squeeze=1.0, seps=(), sep_style="dot",
+                   bold=0.0):
     """Draw `text` glyph by glyph into box (x, y, w, h) of an RGB uint8 array: every glyph fills the box's
     height and a slot's width (times `squeeze`), as plate characters do. `seps` are indexes after which
-    a separator is drawn: a short dash or a small dot (`sep_style`)."""
+    a separator is drawn: a short dash or a small dot (`sep_style`). `bold` thickens strokes by that share
+    of the glyph's height (CJK fonts draw thinner strokes than plate fonts)."""
     x0, y0, bw, bh = box
     n = len(text)
     units = n + gap_frac * (n - 1) + 0.6 * len(seps)
@@ -167,7 +173,11 @@ def draw_stretched(canvas, text, font_path, box, ink, book, gap_frac=0.08, squee
         mask = _glyph_mask(ch, font_path, book)
         gw = max(2, int(round(slot * squeeze * (0.55 if ch in "1I" else 1.0))))
         gh = max(2, int(bh))
-        glyph = cv2.resize(mask, (gw, gh), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        glyph = cv2.resize(mask, (gw, gh), interpolation=cv2.INTER_AREA)
+        k = int(round(bold * gh))
+        if k > 0:
+            glyph = cv2.dilate(glyph, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k + 1, k + 1)))
+        glyph = glyph.astype(np.float32) / 255.0
         gx = int(round(x + (slot - gw) / 2.0))
         gy = int(y0)
         h = min(gh, canvas.shape[0] - gy)
@@ -213,8 +223,24 @@ def _graphic_background(rng, w, h, base):
     return (canvas * (1 - pale) + np.array(base, np.float32) * pale).astype(np.uint8)
 
 
-def render_us_v2(rng, text=None):
-    """US plate with tall, narrow, slot-filling characters, plate art, stickers and small distractor text."""
+SIDE_TEXTS = ("RT", "TRK", "US", "DV", "PL", "APP", "CMB", "VET")  # stacked letters beside the number
+
+
+def _draw_side_text(canvas, rng, box, ink, book):
+    """Small letters stacked in a column (x, y, w, h), as some states print beside the number; the plate's
+    label leaves them out, so the model learns to ignore them."""
+    x, y, w, h = box
+    letters = SIDE_TEXTS[rng.integers(len(SIDE_TEXTS))]
+    cell = h / float(len(letters))
+    font = book.small[rng.integers(len(book.small))]
+    for i, ch in enumerate(letters):
+        draw_stretched(canvas, ch, font, (x, int(y + i * cell), w, max(2, int(cell * 0.85))), ink, book)
+
+
+def render_us_v2(rng, text=None, style=None):
+    """US plate with tall, narrow, slot-filling characters, plate art, stickers and small distractor text.
+    `style`: augmentation_config keys side_text_prob and letter_i_weight (see the spec schema)."""
+    style = style or {}
     book = fonts()
     w, h = 240, 120
     base = US_BACKGROUNDS[rng.integers(len(US_BACKGROUNDS))]
@@ -245,7 +271,7 @@ def render_us_v2(rng, text=None):
         _draw_fitted(draw, label, small, (sx + 2, sy + 2, sw - 4, sh - 4), (255, 255, 255), book)
     canvas = np.asarray(img).copy()
     if text is None:
-        text, sep = random_us_text(rng)
+        text, sep = random_us_text(rng, style.get("letter_i_weight", 1.0))
     else:
         sep = None
     seps = (sep - 1,) if sep and rng.random() < 0.7 else ()
@@ -253,7 +279,16 @@ def render_us_v2(rng, text=None):
     top = int(header_h + 4 + rng.uniform(0, max(1, h - header_h - char_h - 20)))
     margin = int(w * rng.uniform(0.04, 0.14))
     font = book.latin[rng.integers(len(book.latin))]
-    draw_stretched(canvas, text, font, (margin, top, w - 2 * margin, char_h), ink, book,
+    x0, text_w = margin, w - 2 * margin
+    side_prob = style.get("side_text_prob", 0.0)
+    if side_prob > 0 and rng.random() < side_prob:
+        col_w = int(w * rng.uniform(0.05, 0.08))
+        left = rng.random() < 0.5
+        col_x = x0 if left else x0 + text_w - col_w
+        _draw_side_text(canvas, rng, (col_x, top, col_w, char_h), ink, book)
+        text_w -= col_w + 4
+        x0 += (col_w + 4) if left else 0
+    draw_stretched(canvas, text, font, (x0, top, text_w, char_h), ink, book,
                    gap_frac=rng.uniform(0.03, 0.15), squeeze=rng.uniform(0.75, 1.0), seps=seps,
                    sep_style="dash" if rng.random() < 0.6 else "dot")
     if rng.random() < 0.7:
@@ -301,7 +336,10 @@ CH_STYLES = {  # background, ink
 }
 
 
-def render_ch(rng, text=None, kind=None):
+def render_ch(rng, text=None, kind=None, style=None):
+    """Chinese plate: province glyph, city letter, dot, 5 (6 on green new-energy plates) characters.
+    `style`: augmentation_config key province_bold (see the spec schema)."""
+    style = style or {}
     book = fonts()
     if kind is None:
         kind = ("blue", "blue", "blue", "blue", "yellow", "green")[rng.integers(6)]
@@ -328,17 +366,21 @@ def render_ch(rng, text=None, kind=None):
     units = len(text) + 0.12 * (len(text) - 1) + 0.6
     slot = bw / units
     # province in the CJK font, then the rest with a dot after the second character
-    draw_stretched(canvas, text[0], cjk or latin, (margin, y0, int(slot), char_h), ink, book, squeeze=0.92)
+    max_bold = style.get("province_bold", 0.0)
+    bold = rng.uniform(0.0, max_bold) if max_bold > 0 else 0.0
+    draw_stretched(canvas, text[0], cjk or latin, (margin, y0, int(slot), char_h), ink, book, squeeze=0.92,
+                   bold=bold)
     draw_stretched(canvas, text[1:], latin, (int(margin + slot * 1.12), y0, int(bw - slot * 1.12), char_h), ink,
                    book, gap_frac=0.12, squeeze=rng.uniform(0.8, 0.95), seps=(0,))
     return canvas, text
 
 
-def render_plate(region, rng, text=None):
+def render_plate(region, rng, text=None, style=None):
+    """`style`: the plate-drawing keys of a spec's augmentation_config (PLATE_STYLE_KEYS)."""
     if region == "us":
-        return render_us_v2(rng, text) if rng.random() < 0.75 else render_us(rng, text)
+        return render_us_v2(rng, text, style) if rng.random() < 0.75 else render_us(rng, text)
     if region == "ch":
-        return render_ch(rng, text)
+        return render_ch(rng, text, style=style)
     raise ValueError("unknown plate region %r (expected 'us' or 'ch')" % region)
 
 
@@ -457,9 +499,12 @@ def augment(plate, rng, out_w=96, out_h=48, strength=1.0, tight_crop_prob=0.4, c
     return cv2.resize(np.ascontiguousarray(img), (out_w, out_h), interpolation=cv2.INTER_LINEAR)
 
 
+PLATE_STYLE_KEYS = ("side_text_prob", "letter_i_weight", "province_bold")
+
+
 def make_sample(region, rng, out_w=96, out_h=48, strength=1.0, clean_prob=0.1, tight_crop_prob=0.4,
-                capture_size=None):
-    plate, text = render_plate(region, rng)
+                capture_size=None, style=None):
+    plate, text = render_plate(region, rng, style=style)
     if rng.random() < clean_prob:
         return cv2.resize(plate, (out_w, out_h), interpolation=cv2.INTER_AREA), text
     return augment(plate, rng, out_w, out_h, strength, tight_crop_prob, capture_size), text

@@ -1,6 +1,7 @@
 """Train or fine-tune LPRNet with CTC from a spec YAML (see spec.py), on synthetic plates, real plate
 folders, or both. Checkpoints every `checkpoint_interval` epochs and at the time budget; `--resume`
 continues a run, `--init-from` starts from another run's weights (transfer learning)."""
+import hashlib
 import logging
 import math
 import multiprocessing
@@ -26,6 +27,11 @@ def augment_options(aug):
             "capture_size": aug.get("capture_size")}
 
 
+def plate_style(aug):
+    """The plate-drawing keys of a spec's augmentation_config (synth.render_plate's `style`)."""
+    return {k: aug[k] for k in synth.PLATE_STYLE_KEYS if k in aug}
+
+
 def _synth_chunk(args):
     region, seed, count, aug = args
     rng = np.random.default_rng(seed)
@@ -33,14 +39,38 @@ def _synth_chunk(args):
     labels = []
     for i in range(count):
         images[i], text = synth.make_sample(region, rng, clean_prob=aug.get("clean_prob", 0.1),
-                                            **augment_options(aug))
+                                            style=plate_style(aug), **augment_options(aug))
         labels.append(text)
     return images, labels
+
+
+def _cache_path(region, count, seed, aug):
+    """Where generate_synthetic keeps a set when LPR_EDGE_SYNTH_CACHE names a folder (experiments that train
+    several models on one set); the key covers the arguments, not synth.py's code: clear it after a change."""
+    folder = os.environ.get("LPR_EDGE_SYNTH_CACHE")
+    if not folder:
+        return None
+    key = hashlib.sha1(repr((region, count, seed, sorted((aug or {}).items()), SYNTH_CHUNK)).encode()).hexdigest()
+    return os.path.join(folder, "synth-%s-%d-%s.npz" % (region, count, key[:16]))
 
 
 def generate_synthetic(region, count, seed, aug=None, workers=None):
     """`count` synthetic 96x48 plate crops and labels, made in parallel, reproducible from `seed`;
     `aug` is a spec's augmentation_config (defaults when None)."""
+    cache = _cache_path(region, count, seed, aug)
+    if cache and os.path.exists(cache):
+        with np.load(cache) as data:
+            return data["images"], [str(t) for t in data["labels"]]
+    images, labels = _generate(region, count, seed, aug, workers)
+    if cache:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        with open(cache + ".part", "wb") as f:
+            np.savez(f, images=images, labels=np.array(labels))
+        os.replace(cache + ".part", cache)
+    return images, labels
+
+
+def _generate(region, count, seed, aug, workers):
     jobs = []
     for start in range(0, count, SYNTH_CHUNK):
         jobs.append((region, seed * 100003 + start, min(SYNTH_CHUNK, count - start), aug or {}))
@@ -106,18 +136,28 @@ def learning_rate(progress, cfg):
     return hi * (lo / hi) ** ((progress - anneal) / max(1.0 - anneal, 1e-9))
 
 
+def schedule_progress(step, total_steps, elapsed_s, budget_minutes=None):
+    """How far along the learning-rate schedule is, 0..1: by steps, or by the clock when a time budget
+    would stop the run first, so that a run cut by its budget has still annealed to a low rate."""
+    done = step / float(max(1, total_steps))
+    if budget_minutes:
+        done = max(done, elapsed_s / (budget_minutes * 60.0))
+    return min(1.0, done)
+
+
 def to_tensor(images_uint8):
     return torch.from_numpy(images_uint8).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def predict(model, images, characters, batch_size=256):
     model.eval()
+    device = next(model.parameters()).device
     reads = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            prob = model(to_tensor(images[start:start + batch_size])).softmax(-1)
+            prob = model(to_tensor(images[start:start + batch_size]).to(device)).softmax(-1)
             best, ids = prob.max(-1)
-            reads.extend(decode_batch(ids.numpy(), best.numpy(), characters))
+            reads.extend(decode_batch(ids.cpu().numpy(), best.cpu().numpy(), characters))
     return reads
 
 
@@ -191,12 +231,28 @@ def build_sets(spec, characters, seed):
     return train_x, labels, n_synth, val
 
 
-def train(spec, output_dir, resume=False, init_from=None, progress=True):
-    """Run training; returns (model, characters, history)."""
+def resolve_device(name):
+    """'auto' -> a CUDA GPU when torch sees one, else the CPU; 'cuda' without one is a clear error."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DatasetError("device cuda asked for, but torch %s sees no CUDA GPU" % torch.__version__)
+    return torch.device(name)
+
+
+def train(spec, output_dir, resume=False, init_from=None, progress=True, device=None):
+    """Run training on `device` (default: the spec's training_config.device, else auto); returns
+    (model on the CPU, characters, history)."""
     seed = spec.get("random_seed", 42)
     torch.manual_seed(seed)
     tcfg = spec["training_config"]
     torch.set_num_threads(tcfg.get("threads", max(1, os.cpu_count() or 1)))
+    device = resolve_device(device or tcfg.get("device", "auto"))
+    if device.type == "cuda":  # TF32 convolutions and matmuls: ample for CTC training, much faster
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    log.info("training on %s", torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU")
     characters = load_characters(spec["dataset_config"]["characters_list_file"])
     char_index = {c: i for i, c in enumerate(characters)}
     os.makedirs(output_dir, exist_ok=True)
@@ -214,6 +270,7 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True):
                                % (init_from, src.config, model.config))
         model.load_state_dict(src.state_dict())
         log.info("fine-tuning from %s", init_from)
+    model.to(device)
     opt_name = tcfg.get("optimizer", "adam")
     lr_cfg = tcfg.get("learning_rate", {})
     reg = tcfg.get("regularizer", {"type": "L2", "weight": 5e-5})
@@ -239,7 +296,8 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True):
     steps_per_epoch = int(math.ceil(len(train_y) / float(batch)))
     total_steps = steps_per_epoch * epochs
     budget = tcfg.get("time_budget_minutes")
-    deadline = time.time() + budget * 60 if budget else None
+    started = time.time()
+    deadline = started + budget * 60 if budget else None
     ctc = torch.nn.CTCLoss(blank=len(characters), zero_infinity=True)
     history = []
     rng = np.random.default_rng(seed + start_epoch)
@@ -264,12 +322,12 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True):
                     if k >= n_synth and rng.random() < real_aug:
                         x[j] = synth.augment(x[j], rng, **real_aug_options)
             targets, lengths = encode_targets([train_y[k] for k in idx], char_index)
-            lr = learning_rate(min(1.0, step / float(max(1, total_steps))), lr_cfg)
+            lr = learning_rate(schedule_progress(step, total_steps, time.time() - started, budget), lr_cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            log_probs = model(to_tensor(x)).log_softmax(-1).permute(1, 0, 2)
+            log_probs = model(to_tensor(x).to(device, non_blocking=True)).log_softmax(-1).permute(1, 0, 2)
             in_lengths = torch.full((len(idx),), log_probs.shape[0], dtype=torch.long)
-            loss = ctc(log_probs, targets, in_lengths, lengths)
+            loss = ctc(log_probs, targets.to(device), in_lengths.to(device), lengths.to(device))
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -291,4 +349,4 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True):
             log.info("time budget of %s minutes reached after %d steps; checkpoint saved", budget, step)
             break
     model.eval()
-    return model, characters, history
+    return model.cpu(), characters, history
