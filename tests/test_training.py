@@ -238,6 +238,10 @@ def test_synthetic_cache_returns_the_same_set(tmp_path, monkeypatch):
     assert first[1] == again[1] and np.array_equal(first[0], again[0])
     other = generate_synthetic("ch", 6, seed=3, workers=1)  # another seed is another key
     assert other[1] != first[1] and len(os.listdir(str(tmp_path / "cache"))) == 2
+    path = tmp_path / "cache" / files[0]
+    path.write_bytes(path.read_bytes()[:100])  # a damaged cache file is drawn again, not a crash
+    assert generate_synthetic("ch", 6, seed=2, workers=1)[1] == first[1]
+    assert generate_synthetic("ch", 6, seed=2, workers=1)[1] == first[1]  # and rewritten whole
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")

@@ -7,6 +7,7 @@ import math
 import multiprocessing
 import os
 import time
+import zipfile
 
 import numpy as np
 import torch
@@ -59,8 +60,14 @@ def generate_synthetic(region, count, seed, aug=None, workers=None):
     `aug` is a spec's augmentation_config (defaults when None)."""
     cache = _cache_path(region, count, seed, aug)
     if cache and os.path.exists(cache):
-        with np.load(cache) as data:
-            return data["images"], [str(t) for t in data["labels"]]
+        try:
+            with np.load(cache) as data:
+                images, labels = data["images"], [str(t) for t in data["labels"]]
+            if images.shape == (count, 48, 96, 3) and len(labels) == count:
+                return images, labels
+            log.warning("synthetic cache %s holds another set (%s); drawing it again", cache, images.shape)
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            log.warning("synthetic cache %s is unreadable (%s); drawing it again", cache, exc)
     images, labels = _generate(region, count, seed, aug, workers)
     if cache:
         os.makedirs(os.path.dirname(cache), exist_ok=True)
