@@ -150,6 +150,22 @@ def test_train_resume_export_and_ort_agrees(tmp_path):
     assert check_same_reads(model, path, images, chars) == []
 
 
+def test_export_command_writes_onnx_and_weights(tmp_path, capsys):
+    from edge.training.cli import main
+    from edge.training.train import load_model_from_checkpoint
+
+    spec = load_spec(write(tmp_path / "s.yaml", SPEC % US_CHARS))
+    train(spec, str(tmp_path / "run"), progress=False)
+    out = str(tmp_path / "tiny.onnx")
+    assert main(["export", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--output", out]) == 0
+    weights, meta = load_model_from_checkpoint(str(tmp_path / "tiny.pt"))  # FP16 weights beside, to fine-tune from
+    assert meta["characters"] == load_characters(US_CHARS) and os.path.getsize(out) > 0
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    assert main(["export", "--checkpoint", str(tmp_path / "junk.pt"), "--output", str(tmp_path / "j.onnx")]) == 2
+    assert "junk.pt: not a checkpoint" in capsys.readouterr().err
+    assert not os.path.exists(str(tmp_path / "j.onnx"))
+
+
 def test_shipped_weights_round_trip_and_fine_tune(tmp_path):
     from edge.training.export import save_weights
     from edge.training.train import load_model_from_checkpoint

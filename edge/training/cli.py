@@ -9,10 +9,8 @@ from edge.dataset import DatasetError
 
 
 def _train(args):
-    from edge.recognize.model import sha256_file
-    from edge.training.export import check_same_reads, export_onnx, save_weights
     from edge.training.spec import SpecError, load_spec
-    from edge.training.train import generate_synthetic, train
+    from edge.training.train import train
 
     try:
         spec = load_spec(args.spec)
@@ -29,33 +27,45 @@ def _train(args):
     with open(os.path.join(out, "history.json"), "w") as f:
         json.dump(history, f, indent=1)
     if args.export:
+        from edge.training.train import generate_synthetic
+
         name = spec.get("model_name", "lprnet")
         path = os.path.join(args.export, name + ".onnx") if os.path.isdir(args.export) else args.export
-        export_onnx(model, path)
         region = spec["dataset_config"].get("synthetic", {}).get("region", "us")
-        images, _ = generate_synthetic(region, 256, seed=12345, workers=1)
-        mismatches = check_same_reads(model, path, images, characters)
-        if mismatches:
-            print("error: ONNX Runtime and PyTorch decode differently: %s" % mismatches[:5], file=sys.stderr)
-            return 1
-        weights = save_weights(model, characters, os.path.splitext(path)[0] + ".pt")
-        print("exported %s (sha256 %s); ONNX Runtime and PyTorch agree on 256 plates; weights for fine-tuning: %s"
-              % (path, sha256_file(path), weights))
+        return _export_checked(model, characters, path, generate_synthetic(region, 256, seed=12345, workers=1)[0])
+    return 0
+
+
+def _export_checked(model, characters, path, images):
+    """ONNX with the deployable contract at `path`, checked against PyTorch on `images`, plus the FP16
+    weights beside it (the .pt that fine-tuning starts from). A model that fails the check is left beside
+    `path` (.unchecked) and never replaces what is there."""
+    from edge.recognize.model import sha256_file
+    from edge.training.export import check_same_reads, export_onnx, save_weights
+
+    staged = export_onnx(model, path + ".unchecked")
+    mismatches = check_same_reads(model, staged, images, characters)
+    if mismatches:
+        print("error: %s: ONNX Runtime and PyTorch decode differently: %s" % (staged, mismatches[:5]),
+              file=sys.stderr)
+        return 1
+    os.replace(staged, path)
+    weights = save_weights(model, characters, os.path.splitext(path)[0] + ".pt")
+    print("exported %s (sha256 %s); ONNX Runtime and PyTorch agree on %d plates; weights for fine-tuning: %s"
+          % (path, sha256_file(path), len(images), weights))
     return 0
 
 
 def _export(args):
-    from edge.training.export import check_same_reads, export_onnx, random_images
+    from edge.training.export import random_images
     from edge.training.train import load_model_from_checkpoint
 
-    model, ckpt = load_model_from_checkpoint(args.checkpoint)
-    export_onnx(model, args.output)
-    mismatches = check_same_reads(model, args.output, random_images(64), ckpt["characters"])
-    if mismatches:
-        print("error: ONNX Runtime and PyTorch decode differently: %s" % mismatches[:5], file=sys.stderr)
-        return 1
-    print("exported %s" % args.output)
-    return 0
+    try:
+        model, ckpt = load_model_from_checkpoint(args.checkpoint)
+    except DatasetError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
+    return _export_checked(model, ckpt["characters"], args.output, random_images(64))
 
 
 def _synth(args):
@@ -87,7 +97,7 @@ def build_parser():
     p.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help="train on a CUDA GPU or the CPU (default: the spec's training_config.device, else auto)")
     p.set_defaults(func=_train)
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (deployable contract)")
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (deployable contract) and FP16 weights (.pt)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--output", required=True)
     p.set_defaults(func=_export)
