@@ -277,3 +277,60 @@ def test_training_on_the_gpu_matches_the_cpu_contract(tmp_path):
     path = export_onnx(model, str(tmp_path / "tiny.onnx"))
     images, _ = generate_synthetic("us", 16, seed=9, workers=1)
     assert check_same_reads(model, path, images, chars) == []
+
+
+def test_splice_takes_the_left_part_and_its_characters_from_a_donor():
+    from edge.training.splice import RealSplicer, SpliceConfig
+
+    # rows 0-1 synthetic, then a real set: one 苏 crop, three 皖 ones (one of them repeated)
+    labels = ["SYNTH01", "SYNTH02", "苏E12345", "皖A00001", "皖A00002", "皖A00003", "皖A00001"]
+    images = np.stack([np.full((48, 96, 3), k, np.uint8) for k in range(len(labels))])
+    images[6] = images[3]
+    splicer = RealSplicer(images, labels, 2, SpliceConfig(1.0, 0.305, 2))
+    assert len(splicer) == 2  # first characters 苏 and 皖; the repeat counts once
+    rng = np.random.default_rng(0)
+    donors_su = 0
+    for _ in range(200):
+        idx = np.array([0, 4])
+        x = images[idx].copy()
+        out = splicer.apply(x, idx, [labels[k] for k in idx], rng)
+        assert out[0] == "SYNTH01" and (x[0] == 0).all()  # synthetic rows are never spliced
+        cut = splicer.cut_px
+        assert cut == 29 and (x[1, :, cut:] == 4).all()  # right of the cut stays the crop's own
+        donor = int(x[1, 0, 0, 0])
+        assert (x[1, :, :cut] == donor).all() and out[1] == labels[donor][:2] + "00002"
+        donors_su += out[1].startswith("苏")
+    assert 70 < donors_su < 130  # drawn evenly over first characters, not over crops (1 in 4)
+
+
+def test_fine_tune_with_splicing_on_a_real_folder(tmp_path):
+    images, labels = generate_synthetic("ch", 24, seed=5, workers=1)
+    for i, (img, text) in enumerate(zip(images, labels)):
+        os.makedirs(str(tmp_path / "real" / "image"), exist_ok=True)
+        os.makedirs(str(tmp_path / "real" / "label"), exist_ok=True)
+        cv2.imwrite(str(tmp_path / "real" / "image" / ("%04d.jpg" % i)), img[:, :, ::-1])
+        write(tmp_path / "real" / "label" / ("%04d.txt" % i), text + "\n")
+    spec = """
+random_seed: 3
+model_name: tiny_ch
+lpr_config: {hidden_units: 16, nlayers: 10, width: 0.125, max_label_length: 8}
+training_config: {batch_size_per_gpu: 8, num_epochs: 2, threads: 1, average_last_epochs: 2}
+augmentation_config: {real_augment_prob: 0.5, real_splice_prob: 1.0}
+dataset_config:
+  characters_list_file: %s
+  synthetic: {region: ch, count: 8}
+  data_sources: [{path: %s, repeat: 2}]
+""" % (os.path.join(ROOT, "models", "ch_lp_characters.txt"), tmp_path / "real")
+    model, chars, history = train(load_spec(write(tmp_path / "s.yaml", spec)), str(tmp_path / "run"), progress=False)
+    assert [h["epoch"] for h in history] == [1, 2, 2] and np.isfinite(history[0]["loss"])
+    assert history[-1]["averaged_epochs"] == 2  # the weights of both epochs' ends, averaged
+    from edge.training.train import load_model_from_checkpoint
+
+    last, _ = load_model_from_checkpoint(str(tmp_path / "run" / "last.pt"))
+    averaged, _ = load_model_from_checkpoint(str(tmp_path / "run" / "averaged.pt"))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), averaged.state_dict().values()))
+    first = next(k for k, v in last.state_dict().items() if v.is_floating_point())
+    assert not torch.equal(last.state_dict()[first], model.state_dict()[first])  # returned: the average
+    bad = spec.replace("real_splice_prob: 1.0", "real_splice_prob: 1.0, real_splice_cut: 1.5")
+    with pytest.raises(SpecError, match="augmentation_config/real_splice_cut"):
+        load_spec(write(tmp_path / "b.yaml", bad))
