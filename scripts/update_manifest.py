@@ -107,10 +107,8 @@ def main():
         write(path, manifest)  # the new sha256 first: the model is refused at load while the manifest disagrees
         hist = history(region, info)
         if hist:
-            entry["finetune_history"] = [dict({"epoch": h["epoch"], "loss": round(h["loss"], 4),
-                                               "val_plate_accuracy": round(h["val_plate_accuracy"], 4)},
-                                              **({"averaged_epochs": h["averaged_epochs"]}
-                                                 if "averaged_epochs" in h else {})) for h in hist]
+            entry["finetune_history"] = [{"epoch": h["epoch"], "loss": round(h["loss"], 4),
+                                          "val_plate_accuracy": round(h["val_plate_accuracy"], 4)} for h in hist]
             entry.pop("training_history", None)
         if not args.skip_eval and os.path.isdir(REAL):
             entry["accuracy"] = evaluate(region, info)

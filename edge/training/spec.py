@@ -69,11 +69,6 @@ SPEC_SCHEMA = {
                 "time_budget_minutes": {"type": "number", "exclusiveMinimum": 0,
                                         "description": "Stop (and save) when this much wall time has passed."},
                 "threads": {"type": "integer", "minimum": 1, "description": "torch CPU threads."},
-                "average_last_epochs": {"type": "integer", "minimum": 1,
-                                        "description": "Average the weights at the end of this many last epochs "
-                                                       "(stochastic weight averaging; BatchNorm statistics are "
-                                                       "measured again) and export the average; the run also "
-                                                       "writes averaged.pt beside last.pt (default: off)."},
                 "device": {"enum": ["auto", "cpu", "cuda"],
                            "description": "Where to train: auto (a CUDA GPU when torch sees one, else the CPU; "
                                           "default), cpu or cuda. The command line's --device overrides it."},
@@ -112,18 +107,6 @@ SPEC_SCHEMA = {
                 "province_bold": {"type": "number", "minimum": 0, "maximum": 0.2,
                                   "description": "CH: thicken the province glyph by up to this share of its "
                                                  "height, as the plate font's strokes are (default 0)."},
-                "real_splice_prob": {"type": "number", "minimum": 0, "maximum": 1,
-                                     "description": "Share of real crops whose left part (up to real_splice_cut) "
-                                                    "is swapped for another real crop's, with the label's first "
-                                                    "real_splice_chars characters; donors are drawn evenly over "
-                                                    "their first character, to undo a one-province bias "
-                                                    "(default 0: off)."},
-                "real_splice_cut": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1,
-                                    "description": "Where the splice cuts, as a share of the crop's width: a gap "
-                                                   "every plate of the set has (CH: the dot after the 2nd "
-                                                   "character, 0.305 of a tight crop; default 0.305)."},
-                "real_splice_chars": {"type": "integer", "minimum": 1,
-                                      "description": "How many label characters lie left of the cut (default 2)."},
             },
         },
         "dataset_config": {

@@ -16,7 +16,6 @@ from edge.dataset import DatasetError, load_characters, read_id_list, read_image
 from edge.recognize.decode import decode_batch
 from edge.training import synth
 from edge.training.model import LPRNet, LPRNetConfig
-from edge.training.splice import RealSplicer, splice_config
 
 log = logging.getLogger("edge.training")
 
@@ -299,11 +298,6 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True, device=
     real_aug = aug.get("real_augment_prob", 0.0)
     # real crops get a lighter pose/margin than synthetic ones, through the same capture path
     real_aug_options = dict(augment_options(aug), strength=aug.get("real_augment_strength", 0.3))
-    splicer = None
-    if splice_config(aug):
-        splicer = RealSplicer(train_x, train_y, n_synth, splice_config(aug))
-        log.info("splicing real crops at %.3f of the width from %d first-character groups",
-                 splicer.config.cut, len(splicer))
     batch = tcfg.get("batch_size_per_gpu", 64)
     epochs = tcfg.get("num_epochs", 10)
     steps_per_epoch = int(math.ceil(len(train_y) / float(batch)))
@@ -319,8 +313,6 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True, device=
     except ImportError:  # progress bar is a nicety
         tqdm = None
     stopped_early = False
-    # stochastic weight averaging (Izmailov et al. 2018) over the last epochs: flatter, steadier than last.pt
-    averaged = torch.optim.swa_utils.AveragedModel(model) if tcfg.get("average_last_epochs") else None
     for epoch in range(start_epoch, epochs):
         model.train()
         order = rng.permutation(len(train_y))
@@ -331,16 +323,12 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True, device=
         for i in bar:
             idx = order[i * batch:(i + 1) * batch]
             x = train_x[idx]
-            batch_labels = [train_y[k] for k in idx]
-            if real_aug > 0 or splicer is not None:
-                x = x.copy()
-            if splicer is not None:  # before the augmentation, which then also moves the seam
-                batch_labels = splicer.apply(x, idx, batch_labels, rng)
             if real_aug > 0:
+                x = x.copy()
                 for j, k in enumerate(idx):
                     if k >= n_synth and rng.random() < real_aug:
                         x[j] = synth.augment(x[j], rng, **real_aug_options)
-            targets, lengths = encode_targets(batch_labels, char_index)
+            targets, lengths = encode_targets([train_y[k] for k in idx], char_index)
             lr = learning_rate(schedule_progress(step, total_steps, time.time() - started, budget), lr_cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -364,29 +352,8 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True, device=
         log.info("epoch %d: loss %.4f, validation plate accuracy %.4f", epoch + 1, running, val_acc)
         if stopped_early or (epoch + 1) % tcfg.get("checkpoint_interval", 1) == 0 or epoch + 1 == epochs:
             save_checkpoint(ckpt_path, model, optimizer, epoch + 1, step, spec, characters)
-        if averaged is not None and epoch + 1 > epochs - tcfg["average_last_epochs"]:
-            averaged.update_parameters(model)
         if stopped_early:
             log.info("time budget of %s minutes reached after %d steps; checkpoint saved", budget, step)
             break
-    if averaged is not None and int(averaged.n_averaged) > 0:
-        model = finish_average(averaged, train_x, rng, device)
-        val_acc = accuracy(model, val_x, val_y, characters) if val_y else float("nan")
-        n = int(averaged.n_averaged)
-        history.append({"epoch": history[-1]["epoch"], "averaged_epochs": n, "loss": history[-1]["loss"],
-                        "val_plate_accuracy": val_acc, "step": step})
-        log.info("weights averaged over the last %d epochs: validation plate accuracy %.4f", n, val_acc)
-        save_checkpoint(os.path.join(output_dir, "averaged.pt"), model, optimizer, epoch + 1, step, spec,
-                        characters)
     model.eval()
     return model.cpu(), characters, history
-
-
-def finish_average(averaged, train_x, rng, device, samples=4096, batch=256):
-    """The averaged weights as a plain LPRNet, BatchNorm statistics measured again on a sample of the
-    training images (the average of per-epoch statistics does not belong to the averaged weights)."""
-    model = averaged.module
-    pick = rng.permutation(len(train_x))[:samples]
-    loader = [to_tensor(train_x[pick[i:i + batch]]).to(device) for i in range(0, len(pick), batch)]
-    torch.optim.swa_utils.update_bn(loader, model)
-    return model
