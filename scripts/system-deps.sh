@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the daemon's tests and demo need: a real mosquitto broker, fonts for the
-# synthetic plate generator, ffmpeg for the sample video, systemd-analyze and openssl for the tests. Installs what is missing when run as root, else says what to install.
+# synthetic plate generator, ffmpeg for the sample video, systemd-analyze, openssl and GStreamer's RTSP server for the tests. Installs what is missing when run as root, else says what to install.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
@@ -10,6 +10,11 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # `systemd-analyze verify` on the unit
 command -v openssl >/dev/null 2>&1 || need+=(openssl)           # test CA for the TLS tests
+# a real RTSP camera for the capture tests: scripts/rtsp_serve.py on Debian's Python with GStreamer
+/usr/bin/python3 -c 'import gi; gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0")
+from gi.repository import Gst; Gst.init(None)
+assert Gst.ElementFactory.find("qtdemux") and Gst.ElementFactory.find("rtph264pay")' >/dev/null 2>&1 ||
+    need+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "system-deps: installing ${need[*]}"

@@ -1,5 +1,5 @@
 """Shared fixtures: a real mosquitto broker on a free loopback port, an MQTT subscriber that collects
-messages, paths of the repo's files."""
+messages, a real RTSP camera (GStreamer's RTSP server playing the sample), paths of the repo's files."""
 import os
 import shutil
 import socket
@@ -51,6 +51,45 @@ class Broker:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with the GObject bindings the RTSP server needs
+
+
+class RtspCamera:
+    """scripts/rtsp_serve.py serving samples/gate_us.mp4 at `url`; stop() and start() again on the same port
+    are a camera that drops off the network and comes back."""
+
+    def __init__(self, workdir, path="gate"):
+        self.port = free_port()
+        self.url = "rtsp://127.0.0.1:%d/%s" % (self.port, path)
+        self.path = path
+        self.log_path = os.path.join(str(workdir), "rtsp-%d.log" % self.port)
+        self.proc = None
+
+    def start(self):
+        cmd = [SYSTEM_PYTHON, os.path.join(ROOT, "scripts", "rtsp_serve.py"),
+               os.path.join(ROOT, "samples", "gate_us.mp4"), "--port", str(self.port), "--path", self.path]
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        if not wait_port(self.port, 10):
+            self.stop()
+            pytest.fail("the RTSP server did not start (make setup installs python3-gi, "
+                        "gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-good): %s" % open(self.log_path).read())
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def rtsp_camera(tmp_path):
+    cam = RtspCamera(tmp_path).start()
+    yield cam
+    cam.stop()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from edge.capture.sources import ImageFolderSource, SourceError, VideoFileSource
 from edge.config.model import CameraConfig, RoiConfig
 from edge.crop import FrameCropper, RoiCropper
 from edge.queues import FrameMailbox
-from helpers import ROOT
+from helpers import ROOT, wait_for
 
 SAMPLE = os.path.join(ROOT, "samples", "gate_us.mp4")
 
@@ -140,3 +140,51 @@ def test_mailbox_drops_oldest_and_counts():
     box.put("b", "x")
     assert box.dropped["a"] == 2
     assert box.take(10, 0) == [2, "x", 3, 4]  # round-robin across cameras
+
+
+def test_rtsp_camera_streams_live_and_comes_back_after_dropping_off(rtsp_camera):
+    """A real RTSP stream (GStreamer's RTSP server): frames arrive at the camera's pace; when the camera
+    drops off, the thread says so and reconnects on its own once the camera is back."""
+    stop = threading.Event()
+    mailbox = FrameMailbox()
+    mailbox.add_camera("cam", 1000)
+    cam = camera(rtsp_camera.url, queue_size=1000)
+    thread = CaptureThread(cam, mailbox, stop, source=open_source(cam))
+    thread.start()
+    got = []
+    try:
+        assert wait_for(lambda: got.extend(mailbox.take(100, 0.05)) or len(got) >= 45, 40), thread.error
+        assert thread.state == "streaming"
+        frames = [g for g in got if isinstance(g, FrameCrops)]
+        assert [c.roi_id for c in frames[0].crops] == ["lane1"] and frames[0].crops[0].image.shape == (48, 96, 3)
+        stamps = [f.timestamp for f in frames]
+        # live at the camera's 10 fps once FFmpeg's probe burst (about 2 s of stream at open) is through
+        assert stamps == sorted(stamps) and stamps[-1] - stamps[-20] > 1.0
+        rtsp_camera.stop()
+        assert wait_for(lambda: thread.state == "reconnecting", 20), thread.state
+        assert thread.error and not any(isinstance(i, SourceEnded) for i in mailbox.take(1000, 0.05))
+        rtsp_camera.start()
+        before = thread.reconnects
+        assert wait_for(lambda: thread.state == "streaming", 30), thread.error
+        more = []
+        assert wait_for(lambda: more.extend(mailbox.take(100, 0.05)) or len(more) >= 5, 20)
+        assert thread.reconnects >= before >= 1
+    finally:
+        stop.set()
+        thread.join(20)
+
+
+def test_rtsp_path_the_camera_does_not_serve_is_named(rtsp_camera):
+    stop = threading.Event()
+    mailbox = FrameMailbox()
+    mailbox.add_camera("cam", 4)
+    wrong = rtsp_camera.url.rsplit("/", 1)[0] + "/no-such-stream"
+    cam = camera(wrong)
+    thread = CaptureThread(cam, mailbox, stop, source=open_source(cam))
+    thread.start()
+    try:
+        assert wait_for(lambda: thread.reconnects >= 1, 20), thread.state
+        assert thread.state == "reconnecting" and wrong in thread.error and "cannot open" in thread.error
+    finally:
+        stop.set()
+        thread.join(20)

@@ -1,5 +1,6 @@
-"""The daemon end to end, as a user runs it: `lpr-edge run` on the bundled sample video with the shipped
-model, publishing to a real mosquitto; stop by signal; SIGKILL with events in the outbox, then restart."""
+"""The daemon end to end, as a user runs it: `lpr-edge run` on the bundled sample video (as a file and as a
+live RTSP camera) with the shipped model, publishing to a real mosquitto; stop by signal; SIGKILL with events
+in the outbox, then restart."""
 import io
 import json
 import os
@@ -83,6 +84,25 @@ def test_sigterm_stops_within_5_s(broker, subscriber, tmp_path):
         proc.wait(10)
         assert time.monotonic() - start < 5.0
         assert proc.returncode == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_rtsp_camera_gives_one_event_per_plate(broker, subscriber, rtsp_camera, tmp_path):
+    """The daemon on a real RTSP stream (the sample served live by GStreamer's RTSP server), as on a pole."""
+    sub = subscriber(EVENTS)
+    proc = start_daemon(demo_config(tmp_path, broker.port, **{"cameras.0.source": rtsp_camera.url,
+                                                              "exit_when_sources_end": False}))
+    try:
+        plates = expected_plates()
+        assert wait_for(lambda: len(sub.events(EVENTS)) >= len(plates), 90), proc.poll()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        events = sub.events(EVENTS)
+        assert [e["plate"] for e in events[:len(plates)]] == plates, err  # the file's 24 s: each car once
+        assert all(e["camera"] == "gate" and e["read_count"] >= 3 for e in events)
     finally:
         proc.kill()
         proc.wait()
