@@ -18,18 +18,49 @@ from helpers import Subscriber, free_port, wait_port  # noqa: E402
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 
 
-class Broker:
-    """A mosquitto process; stop() and start() again on the same port simulate an outage."""
+class ServerProcess:
+    """A server on a loopback port, its output in a log beside the test's files; stop() and start() again
+    on the same port are an outage (a broker restart, a camera dropping off the network)."""
 
-    def __init__(self, workdir, port=None, extra_conf="", persistent=False):
+    name = "server"
+    hint = ""  # what to install when it does not start
+
+    def __init__(self, workdir, port=None):
         self.workdir = str(workdir)
         self.port = port or free_port()
-        self.extra_conf = extra_conf
-        self.persistent = persistent
         self.proc = None
-        self.log_path = os.path.join(self.workdir, "mosquitto-%d.log" % self.port)
+        self.log_path = os.path.join(self.workdir, "%s-%d.log" % (self.name, self.port))
+
+    def command(self):
+        raise NotImplementedError
 
     def start(self):
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        if not wait_port(self.port, 10):
+            self.stop()
+            with open(self.log_path) as log:
+                pytest.fail("%s did not start on %d%s: %s" % (self.name, self.port, self.hint, log.read()))
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+class Broker(ServerProcess):
+    """A mosquitto process."""
+
+    name = "mosquitto"
+
+    def __init__(self, workdir, port=None, extra_conf="", persistent=False):
+        ServerProcess.__init__(self, workdir, port)
+        self.extra_conf = extra_conf
+        self.persistent = persistent
+
+    def command(self):
         conf = os.path.join(self.workdir, "mosquitto-%d.conf" % self.port)
         with open(conf, "w") as f:
             f.write("listener %d 127.0.0.1\n" % self.port)
@@ -40,49 +71,26 @@ class Broker:
             else:
                 f.write("persistence false\n")
             f.write(self.extra_conf or "allow_anonymous true\n")
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", conf], stdout=self.log, stderr=subprocess.STDOUT)
-        if not wait_port(self.port, 10):
-            raise RuntimeError("mosquitto did not start on %d: %s" % (self.port, open(self.log_path).read()))
-        return self
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
+        return [MOSQUITTO, "-c", conf]
 
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with the GObject bindings the RTSP server needs
 
 
-class RtspCamera:
-    """scripts/rtsp_serve.py serving samples/gate_us.mp4 at `url`; stop() and start() again on the same port
-    are a camera that drops off the network and comes back."""
+class RtspCamera(ServerProcess):
+    """scripts/rtsp_serve.py serving samples/gate_us.mp4 live at `url`."""
+
+    name = "rtsp"
+    hint = " (make setup installs python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-good)"
 
     def __init__(self, workdir, path="gate"):
-        self.port = free_port()
-        self.url = "rtsp://127.0.0.1:%d/%s" % (self.port, path)
+        ServerProcess.__init__(self, workdir)
         self.path = path
-        self.log_path = os.path.join(str(workdir), "rtsp-%d.log" % self.port)
-        self.proc = None
+        self.url = "rtsp://127.0.0.1:%d/%s" % (self.port, path)
 
-    def start(self):
-        cmd = [SYSTEM_PYTHON, os.path.join(ROOT, "scripts", "rtsp_serve.py"),
-               os.path.join(ROOT, "samples", "gate_us.mp4"), "--port", str(self.port), "--path", self.path]
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        if not wait_port(self.port, 10):
-            self.stop()
-            pytest.fail("the RTSP server did not start (make setup installs python3-gi, "
-                        "gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-good): %s" % open(self.log_path).read())
-        return self
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
+    def command(self):
+        return [SYSTEM_PYTHON, os.path.join(ROOT, "scripts", "rtsp_serve.py"),
+                os.path.join(ROOT, "samples", "gate_us.mp4"), "--port", str(self.port), "--path", self.path]
 
 
 @pytest.fixture
