@@ -160,6 +160,15 @@ def test_export_command_writes_onnx_and_weights(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--output", out]) == 0
     weights, meta = load_model_from_checkpoint(str(tmp_path / "tiny.pt"))  # FP16 weights beside, to fine-tune from
     assert meta["characters"] == load_characters(US_CHARS) and os.path.getsize(out) > 0
+    half = str(tmp_path / "tiny_fp16.onnx")
+    assert main(["export", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--output", half,
+                 "--fp16-weights"]) == 0  # 0: ONNX Runtime reads as PyTorch does
+    assert os.path.getsize(half) < 0.6 * os.path.getsize(out)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(half, providers=["CPUExecutionProvider"])
+    assert [i.type for i in sess.get_inputs()] == ["tensor(float)"]  # the contract's I/O stays FP32
+    assert [o.name for o in sess.get_outputs()] == list(OUTPUT_NAMES)
     (tmp_path / "junk.pt").write_bytes(b"junk")
     assert main(["export", "--checkpoint", str(tmp_path / "junk.pt"), "--output", str(tmp_path / "j.onnx")]) == 2
     assert "junk.pt: not a checkpoint" in capsys.readouterr().err

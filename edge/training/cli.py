@@ -36,14 +36,17 @@ def _train(args):
     return 0
 
 
-def _export_checked(model, characters, path, images):
+def _export_checked(model, characters, path, images, fp16_weights=False):
     """ONNX with the deployable contract at `path`, checked against PyTorch on `images`, plus the FP16
     weights beside it (the .pt that fine-tuning starts from). A model that fails the check is left beside
     `path` (.unchecked) and never replaces what is there."""
     from edge.recognize.model import sha256_file
-    from edge.training.export import check_same_reads, export_onnx, save_weights
+    from edge.training.export import check_same_reads, export_onnx, save_weights, store_weights_fp16
 
     staged = export_onnx(model, path + ".unchecked")
+    if fp16_weights:
+        before, after = store_weights_fp16(staged)
+        print("weights stored as FP16: %.1f MB -> %.1f MB" % (before / 1e6, after / 1e6))
     mismatches = check_same_reads(model, staged, images, characters)
     if mismatches:
         print("error: %s: ONNX Runtime and PyTorch decode differently: %s" % (staged, mismatches[:5]),
@@ -65,7 +68,7 @@ def _export(args):
     except DatasetError as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
-    return _export_checked(model, ckpt["characters"], args.output, random_images(64))
+    return _export_checked(model, ckpt["characters"], args.output, random_images(64), args.fp16_weights)
 
 
 def _synth(args):
@@ -100,6 +103,8 @@ def build_parser():
     p = sub.add_parser("export", help="export a checkpoint to ONNX (deployable contract) and FP16 weights (.pt)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--output", required=True)
+    p.add_argument("--fp16-weights", action="store_true",
+                   help="store the weights as FP16 with casts to FP32 (half the file; I/O and arithmetic stay FP32)")
     p.set_defaults(func=_export)
     p = sub.add_parser("synth", help="write synthetic plates as a dataset folder (image/, label/)")
     p.add_argument("--region", choices=("us", "ch"), required=True)

@@ -32,6 +32,38 @@ def export_onnx(model, path, opset=OPSET):
     return path
 
 
+def store_weights_fp16(path, min_elements=1024):
+    """Rewrite an exported ONNX so that its large FP32 weights are stored as FP16, each followed by a Cast
+    back to FP32: half the file, while inputs, outputs and arithmetic stay FP32 (ONNX Runtime and TensorRT
+    fold the casts at load, so inference costs the same). For models that would not fit models/' budget
+    in FP32. Rewritten atomically; returns (bytes before, bytes after)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    before = os.path.getsize(path)
+    model = onnx.load(path)
+    graph = model.graph
+    casts, keep = [], []
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements:
+            keep.append(init)
+            continue
+        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name + "_fp16")
+        keep.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
+                                      name=init.name + "_upcast"))
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    nodes = casts + list(graph.node)  # the casts first: nodes stay in topological order
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    tmp = path + ".part"
+    onnx.save(model, tmp)
+    os.replace(tmp, path)
+    return before, os.path.getsize(path)
+
+
 def save_weights(model, characters, path):
     """The weights a user fine-tunes from (`lpr-edge-train train --init-from M.pt`): state dict in FP16
     (half the size; upcast at load), model config and characters list. Written atomically."""
