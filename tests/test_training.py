@@ -169,6 +169,17 @@ def test_export_command_writes_onnx_and_weights(tmp_path, capsys):
     sess = ort.InferenceSession(half, providers=["CPUExecutionProvider"])
     assert [i.type for i in sess.get_inputs()] == ["tensor(float)"]  # the contract's I/O stays FP32
     assert [o.name for o in sess.get_outputs()] == list(OUTPUT_NAMES)
+    import edge.training.export as export
+
+    good = open(out, "rb").read()
+    real_check = export.check_same_reads
+    export.check_same_reads = lambda *a: [(0, "ABC123", "ABC128")]  # a disagreement, as a broken export gives
+    try:
+        assert main(["export", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--output", out]) == 1
+    finally:
+        export.check_same_reads = real_check
+    assert open(out, "rb").read() == good and os.path.exists(out + ".unchecked")  # the good model stays
+    assert "decode differently" in capsys.readouterr().err
     (tmp_path / "junk.pt").write_bytes(b"junk")
     assert main(["export", "--checkpoint", str(tmp_path / "junk.pt"), "--output", str(tmp_path / "j.onnx")]) == 2
     assert "junk.pt: not a checkpoint" in capsys.readouterr().err

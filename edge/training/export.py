@@ -44,8 +44,10 @@ def store_weights_fp16(path, min_elements=1024):
     model = onnx.load(path)
     graph = model.graph
     casts, keep = [], []
+    inputs = set(i.name for i in graph.input)  # older exporters list initializers as inputs: leave those be
     for init in graph.initializer:
-        if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements:
+        if (init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements
+                or init.name in inputs):
             keep.append(init)
             continue
         half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name + "_fp16")
