@@ -51,12 +51,14 @@ def cmd_run(args):
 def cmd_check_config(args):
     from edge.recognize.backends import create_backend
     from edge.recognize.model import ModelError, load_model_info
+    from edge.recognize.recognizer import plate_format_for
 
     config = _load_config_or_exit(args.config)
     if config is None:
         return EXIT_CONFIG
     try:
         info = load_model_info(config.model.path, config.model.characters, config.model.name, config.model.version)
+        plate_format = plate_format_for(info, config.model.plate_format)
         if not args.skip_model:
             create_backend(config.recognizer.backend, info, config.recognizer).close()
     except ModelError as exc:
@@ -65,7 +67,8 @@ def cmd_check_config(args):
     summary = {
         "device_id": config.device_id,
         "device_profile": config.device_profile,
-        "model": {"path": info.path, "name": info.name, "version": info.version, "characters": info.characters_path},
+        "model": {"path": info.path, "name": info.name, "version": info.version, "characters": info.characters_path,
+                  "plate_format": plate_format.pattern if plate_format else None},
         "recognizer": config.recognizer.__dict__,
         "cameras": [{"id": c.id, "source": c.source, "mode": c.mode, "rois": [r.id for r in c.rois]}
                     for c in config.cameras],
@@ -85,11 +88,12 @@ def _recognizer_from_args(args):
     from edge.config.model import RecognizerConfig
     from edge.recognize.backends import create_backend
     from edge.recognize.model import load_model_info
-    from edge.recognize.recognizer import Recognizer
+    from edge.recognize.recognizer import Recognizer, plate_format_for
 
     info = load_model_info(args.model, args.characters)
+    plate_format = plate_format_for(info, "" if args.plate_format == "none" else args.plate_format)
     rc = RecognizerConfig(backend=args.backend, providers=args.providers.split(","), threads=args.threads)
-    return Recognizer(info, create_backend(args.backend, info, rc))
+    return Recognizer(info, create_backend(args.backend, info, rc), plate_format)
 
 
 def _add_recognizer_args(p):
@@ -98,6 +102,9 @@ def _add_recognizer_args(p):
     p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime",))
     p.add_argument("--providers", default="CPUExecutionProvider", help="ONNX Runtime providers, comma-separated")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: backend default)")
+    p.add_argument("--plate-format", metavar="PATTERN",
+                   help="plate format reads are held to, as model.plate_format in the config ('none': greedy "
+                        "reads only; default: the model's manifest entry)")
 
 
 def cmd_evaluate(args):
@@ -129,6 +136,9 @@ def cmd_evaluate(args):
                                                     result["skipped_reasons"] or ""))
     print("full-plate accuracy: %.2f%% (%d/%d)" % (100 * result["plate_accuracy"], result["correct"], result["count"]))
     print("character accuracy: %.2f%%" % (100 * result["char_accuracy"]))
+    if result["plate_format"]:
+        print("plate format: %d reads re-decoded to fit it, %d do not fit (%s)"
+              % (result["format_refits"], result["format_misses"], result["plate_format"]))
     print("throughput: %s plates/s inference, %s plates/s with decoding of files"
           % (result["plates_per_s_inference"], result["plates_per_s_total"]))
     if result["confusions"]:

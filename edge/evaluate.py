@@ -117,6 +117,9 @@ def evaluate(recognizer, data_root, normalize=None, batch_size=64, limit=None, k
         "model": recognizer.model.name,
         "model_sha256": recognizer.model.sha256,
         "backend": recognizer.backend.name,
+        "plate_format": recognizer.plate_format.pattern if recognizer.plate_format else None,
+        "format_refits": recognizer.format_refits,
+        "format_misses": recognizer.format_misses,
         "data": os.path.abspath(data_root),
     }
     if keep_reads:

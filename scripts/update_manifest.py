@@ -20,6 +20,12 @@ sys.path.insert(0, ROOT)
 from edge.recognize.model import sha256_file  # noqa: E402
 
 REAL = os.path.join(ROOT, "..", "shared", "data", "real")
+CH_PROVINCES = "皖沪津渝冀晋蒙辽吉黑苏浙京闽赣鲁豫鄂湘粤桂琼川贵云藏陕甘青宁新"
+# Chinese plates (GA 36-2018): a province, a letter, then five letters or digits (the last may be 警 or 学);
+# new-energy plates have six: D/F-type letter first (small cars) or last (large cars). US plates vary too
+# much by state and vanity plates to hold reads to one format.
+CH_PLATE_FORMAT = ("[{p}][A-HJ-NP-Z][A-HJ-NP-Z0-9]{{4}}[A-HJ-NP-Z0-9警学]|[{p}][A-HJ-NP-Z][A-HJK][A-HJ-NP-Z0-9]\\d{{4}}"
+                   "|[{p}][A-HJ-NP-Z]\\d{{5}}[A-HJK]").format(p=CH_PROVINCES)
 TRAINED_ON = "one NVIDIA H100 (PyTorch, CUDA, TF32); the CPU recipe is the same spec, about 4 h a region"
 MODELS = {
     "us": {"name": "us_lprnet_baseline10_mid", "characters": "us_lp_characters.txt",
@@ -27,7 +33,7 @@ MODELS = {
            "finetune": "configs/training/us_mid_finetune.yaml"},
     "ch": {"name": "ch_lprnet_baseline10_mid", "characters": "ch_lp_characters.txt",
            "source": "lprnet_pytorch_test", "normalize": [], "pretrain": "configs/training/ch_mid.yaml",
-           "finetune": "configs/training/ch_mid_finetune.yaml"},
+           "finetune": "configs/training/ch_mid_finetune.yaml", "plate_format": CH_PLATE_FORMAT},
 }
 
 
@@ -37,16 +43,23 @@ def evaluate(region, info):
            "--data", "../shared/data/real/%s/%s" % (region, info["source"]), "--only-ids", split]
     for n in info["normalize"]:
         cmd += ["--normalize", n]
-    out = subprocess.run(cmd + ["--json"], cwd=ROOT, stdout=subprocess.PIPE, universal_newlines=True,
-                         check=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
-    return {
+    result = _run_json(cmd)
+    greedy = {}
+    if info.get("plate_format"):  # what the same model reads without its plate format, for comparison
+        greedy = {"plate_accuracy_greedy": _run_json(cmd + ["--plate-format", "none"])["plate_accuracy"]}
+    return dict({
         "plate_accuracy": result["plate_accuracy"], "char_accuracy": result["char_accuracy"],
         "count": result["count"], "skipped": result["skipped"],
         "data": "../shared/data/real/%s/%s, ids in %s (held out: never trained on)" % (region, info["source"], split),
         "command": " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd),
         "measured": datetime.date.today().isoformat(),
-    }
+    }, **greedy)
+
+
+def _run_json(cmd):
+    out = subprocess.run(cmd + ["--json"], cwd=ROOT, stdout=subprocess.PIPE, universal_newlines=True,
+                         check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def history(region, info):
@@ -87,8 +100,12 @@ def main():
             "sha256": sha256_file(os.path.join(ROOT, file)),
             "size_bytes": os.path.getsize(os.path.join(ROOT, file)),
             "contract": {"input": "image_input float32 [N,3,48,96] RGB in [0,1] (stretch resize)",
-                         "outputs": ["tf_op_layer_ArgMax int64 [N,24]", "tf_op_layer_Max float32 [N,24]"],
-                         "blank": "last class = len(characters)", "decoding": "greedy CTC"},
+                         "outputs": ["tf_op_layer_ArgMax int64 [N,24]", "tf_op_layer_Max float32 [N,24]",
+                                     "class_probs float32 [N,24,classes] (lpr-edge's addition)"],
+                         "blank": "last class = len(characters)",
+                         "decoding": "greedy CTC; with a plate_format, a read that does not fit is decoded again "
+                                     "as the most probable CTC path that fits" if info.get("plate_format")
+                                     else "greedy CTC"},
             "architecture": {"arch": "baseline", "nlayers": spec["lpr_config"]["nlayers"],
                              "width": spec["lpr_config"]["width"], "hidden_units": spec["lpr_config"]["hidden_units"],
                              "note": "NVIDIA's baseline10 with channels x%s and a %d-unit LSTM"
@@ -102,6 +119,9 @@ def main():
                              "(configs/training/splits/%s_%s_finetune.txt); see that folder's README for the "
                              "source repository and license" % (region, info["source"], region, info["source"])},
         })
+        entry.pop("plate_format", None)
+        if info.get("plate_format"):
+            entry["plate_format"] = info["plate_format"]
         models[info["name"]] = entry
         manifest["default"][region] = info["name"]
         write(path, manifest)  # the new sha256 first: the model is refused at load while the manifest disagrees

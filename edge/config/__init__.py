@@ -13,6 +13,7 @@ import yaml
 from edge import resources
 from edge.config.model import Config, config_from_dict
 from edge.config.yamlload import load_yaml_text
+from edge.recognize.plate_format import pattern_problem
 
 SCHEMA_FILE = "configs/schema/config.schema.json"
 PROFILE_SCHEMA_FILE = "configs/schema/device-profile.schema.json"
@@ -141,6 +142,10 @@ def _semantic_problems(data, base_dir):
     for i, rule in enumerate(data.get("tracking", {}).get("replace_rules", [])):
         problems.extend(_regex_problem("tracking.replace_rules[%d].pattern" % i, rule["pattern"]))
     model = data.get("model", {})
+    if model.get("plate_format"):
+        problem = pattern_problem(model["plate_format"])
+        if problem:
+            problems.append("model.plate_format: value %r is wrong: %s" % (model["plate_format"], problem))
     for key in ("path", "characters"):
         if key in model and not os.path.isfile(_resolve(model[key], base_dir)):
             problems.append("model.%s: value %r is wrong: no such file (%s)"

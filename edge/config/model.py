@@ -12,6 +12,7 @@ class ModelConfig:
     characters: Optional[str] = None
     name: Optional[str] = None
     version: Optional[str] = None
+    plate_format: Optional[str] = None
 
 
 @dataclass

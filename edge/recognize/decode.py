@@ -8,8 +8,10 @@ from collections import namedtuple
 
 import numpy as np
 
-Read = namedtuple("Read", "text score char_scores invalid_ids")
-"""One decoded plate: text, plate score, per-character scores, count of ids outside the character list."""
+Read = namedtuple("Read", "text score char_scores invalid_ids format_match")
+Read.__new__.__defaults__ = (None,)
+"""One decoded plate: text, plate score, per-character scores, count of ids outside the character list, and
+whether the text fits the plate format (None: no format set)."""
 
 
 def decode(ids, probs, characters):

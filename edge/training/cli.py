@@ -47,7 +47,8 @@ def _export_checked(model, characters, path, images, fp16_weights=False):
     if fp16_weights:
         before, after = store_weights_fp16(staged)
         print("weights stored as FP16: %.1f MB -> %.1f MB" % (before / 1e6, after / 1e6))
-    mismatches = check_same_reads(model, staged, images, characters)
+    # FP16 weights move class probabilities by ~1e-3 on noise images (reads stay the same): a looser bound
+    mismatches = check_same_reads(model, staged, images, characters, tolerance=1e-2 if fp16_weights else 1e-3)
     if mismatches:
         print("error: %s: ONNX Runtime and PyTorch decode differently: %s" % (staged, mismatches[:5]),
               file=sys.stderr)

@@ -1,6 +1,7 @@
 """Export a trained LPRNet to ONNX with NVIDIA's deployable contract: input `image_input` [N,3,48,96]
 (dynamic batch), outputs `tf_op_layer_ArgMax` (class id per timestep) and `tf_op_layer_Max` (its
-probability). The file is written to a temporary name and renamed, so a crash leaves no half file."""
+probability), plus `class_probs` [N,T,n_chars+1] for plate-format decoding (a consumer of NVIDIA's two
+outputs, such as DeepStream's LPR parser, reads those by name and ignores it). The file is written to a temporary name and renamed, so a crash leaves no half file."""
 import os
 
 import numpy as np
@@ -11,7 +12,7 @@ from edge.training.model import DeployableLPRNet
 from edge.training.train import to_tensor
 
 INPUT_NAME = "image_input"
-OUTPUT_NAMES = ("tf_op_layer_ArgMax", "tf_op_layer_Max")
+OUTPUT_NAMES = ("tf_op_layer_ArgMax", "tf_op_layer_Max", "class_probs")
 OPSET = 13  # ONNX Runtime 1.10 (last for Python 3.6, JetPack 4.6) and TensorRT 8.0/8.2 parse up to 13
 
 
@@ -25,7 +26,7 @@ def export_onnx(model, path, opset=OPSET):
     torch.onnx.export(
         wrapper, (dummy,), tmp, dynamo=False, opset_version=opset,
         input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"}, OUTPUT_NAMES[1]: {0: "batch"}},
+        dynamic_axes=dict([(INPUT_NAME, {0: "batch"})] + [(name, {0: "batch"}) for name in OUTPUT_NAMES]),
         do_constant_folding=True,
     )
     os.replace(tmp, path)
@@ -77,8 +78,10 @@ def save_weights(model, characters, path):
     return path
 
 
-def check_same_reads(model, onnx_path, images, characters):
-    """Decode `images` (uint8 [N,48,96,3]) with PyTorch and with ONNX Runtime; return the mismatches."""
+def check_same_reads(model, onnx_path, images, characters, tolerance=1e-3):
+    """Decode `images` (uint8 [N,48,96,3]) with PyTorch and with ONNX Runtime; return the mismatches
+    (index, PyTorch's text, ONNX Runtime's text, largest class-probability difference), a plate also counting
+    when its class probabilities (what plate-format decoding reads) differ by more than `tolerance`."""
     import onnxruntime as ort
 
     model.eval()
@@ -87,9 +90,11 @@ def check_same_reads(model, onnx_path, images, characters):
         best, ids = prob.max(-1)
     torch_reads = decode_batch(ids.numpy(), best.numpy(), characters)
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    ort_ids, ort_best = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: to_tensor(images).numpy()})
+    ort_ids, ort_best, ort_prob = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: to_tensor(images).numpy()})
     ort_reads = decode_batch(ort_ids, ort_best, characters)
-    return [(i, a.text, b.text) for i, (a, b) in enumerate(zip(torch_reads, ort_reads)) if a.text != b.text]
+    diff = np.abs(ort_prob - prob.numpy()).reshape(len(images), -1).max(1)
+    return [(i, a.text, b.text, round(float(diff[i]), 6)) for i, (a, b) in enumerate(zip(torch_reads, ort_reads))
+            if a.text != b.text or diff[i] > tolerance]
 
 
 def random_images(n, seed=0):

@@ -93,7 +93,9 @@ class LPRNet(nn.Module):
 
 
 class DeployableLPRNet(nn.Module):
-    """The deployable I/O: `tf_op_layer_ArgMax` (class per timestep), `tf_op_layer_Max` (its probability)."""
+    """The deployable I/O: `tf_op_layer_ArgMax` (class per timestep), `tf_op_layer_Max` (its probability),
+    plus `class_probs` (every class's probability per timestep, [N, T, n_chars+1]), which NVIDIA's files lack:
+    with it the recognizer can re-decode a read that does not fit the region's plate format."""
 
     def __init__(self, net):
         super().__init__()
@@ -102,7 +104,7 @@ class DeployableLPRNet(nn.Module):
     def forward(self, image_input):
         prob = torch.softmax(self.net(image_input), dim=-1)
         best, ids = prob.max(dim=-1)
-        return ids, best
+        return ids, best, prob
 
 
 def count_macs(config):

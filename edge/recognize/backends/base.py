@@ -1,8 +1,11 @@
 """The backend interface every inference engine implements.
 
-    backend.infer(batch)  float32 [N, C, 48, 96] in [0, 1]  ->  (ids int [N, T], probs float32 [N, T])
+    backend.infer(batch)  float32 [N, C, 48, 96] in [0, 1]
+        ->  (ids int [N, T], probs float32 [N, T], class_probs float32 [N, T, n_chars + 1] or None)
 
-`ids` may be int32 (TensorRT) or int64 (ONNX ArgMax); decoding casts. `input_channels` is 3 for NVIDIA's
+`ids` may be int32 (TensorRT) or int64 (ONNX ArgMax); decoding casts. `class_probs` comes from models that
+have the optional `class_probs` output (lpr-edge's own exports; NVIDIA's files have only the first two) and
+lets the recognizer hold a read to the plate format. `input_channels` is 3 for NVIDIA's
 deployables (1 for grayscale variants). `max_batch` is what one call takes; None means unlimited.
 """
 from edge.recognize.model import ModelError
@@ -10,6 +13,7 @@ from edge.recognize.model import ModelError
 INPUT_NAME = "image_input"
 OUTPUT_IDS = "tf_op_layer_ArgMax"
 OUTPUT_PROBS = "tf_op_layer_Max"
+OUTPUT_CLASS_PROBS = "class_probs"
 
 
 class Backend:
@@ -17,6 +21,7 @@ class Backend:
     input_channels = 3
     max_batch = None
     providers = ()
+    has_class_probs = False
 
     def infer(self, batch):
         raise NotImplementedError
@@ -34,3 +39,12 @@ def check_probe(model_path, ids, probs, n_chars, batch):
     if top > n_chars or int(ids.min()) < 0:
         raise ModelError("%s: class id %d is outside 0..%d: the characters list (%d characters) does not match "
                          "the model" % (model_path, top, n_chars, n_chars))
+
+
+def check_class_probs(model_path, class_probs, ids):
+    """The optional per-class output must be [N, T, C] beside ids [N, T], with C above every class id."""
+    if class_probs is None:
+        return
+    if class_probs.ndim != 3 or class_probs.shape[:2] != ids.shape or class_probs.shape[2] <= int(ids.max()):
+        raise ModelError("%s: output %s has shape %s; it must be [N, T, classes] beside %s %s"
+                         % (model_path, OUTPUT_CLASS_PROBS, list(class_probs.shape), OUTPUT_IDS, list(ids.shape)))

@@ -4,7 +4,8 @@ import logging
 
 import numpy as np
 
-from edge.recognize.backends.base import INPUT_NAME, OUTPUT_IDS, OUTPUT_PROBS, Backend, check_probe
+from edge.recognize.backends.base import (INPUT_NAME, OUTPUT_CLASS_PROBS, OUTPUT_IDS, OUTPUT_PROBS, Backend,
+                                         check_class_probs, check_probe)
 from edge.recognize.model import ModelError
 
 log = logging.getLogger("edge.recognize")
@@ -55,17 +56,21 @@ class OnnxRuntimeBackend(Backend):
         if missing:
             raise ModelError("%s: outputs are %s; LPRNet's deployable contract needs %s and %s"
                              % (path, names, OUTPUT_IDS, OUTPUT_PROBS))
+        self.outputs = [OUTPUT_IDS, OUTPUT_PROBS] + ([OUTPUT_CLASS_PROBS] if OUTPUT_CLASS_PROBS in names else [])
         probe = np.zeros((self.max_batch or 1, self.input_channels, 48, 96), np.float32)
         try:
-            ids, probs = self._run(probe)
+            ids, probs, class_probs = self._run(probe)
         except Exception as exc:
             raise ModelError("%s: a probe inference failed: %s" % (path, str(exc).splitlines()[0]))
         check_probe(path, ids, probs, len(info.characters), probe.shape[0])
+        check_class_probs(path, class_probs, ids)
+        self.has_class_probs = class_probs is not None
         self.timesteps = ids.shape[1]
 
     def _run(self, batch):
-        ids, probs = self.session.run([OUTPUT_IDS, OUTPUT_PROBS], {self.input_name: batch})
-        return np.asarray(ids), np.asarray(probs)
+        out = self.session.run(self.outputs, {self.input_name: batch})
+        class_probs = np.asarray(out[2], np.float32) if len(out) > 2 else None
+        return np.asarray(out[0]), np.asarray(out[1]), class_probs
 
     def infer(self, batch):
         if self.input_channels == 1 and batch.shape[1] == 3:
@@ -73,13 +78,11 @@ class OnnxRuntimeBackend(Backend):
         if self.max_batch is None:
             return self._run(batch)
         # a model exported with a fixed batch: run it in chunks of that size, padding the last
-        out_ids, out_probs = [], []
+        parts = []
         for start in range(0, batch.shape[0], self.max_batch):
             chunk = batch[start:start + self.max_batch]
             n = chunk.shape[0]
             if n < self.max_batch:
                 chunk = np.concatenate([chunk, np.zeros((self.max_batch - n,) + chunk.shape[1:], chunk.dtype)])
-            ids, probs = self._run(chunk)
-            out_ids.append(ids[:n])
-            out_probs.append(probs[:n])
-        return np.concatenate(out_ids), np.concatenate(out_probs)
+            parts.append([None if out is None else out[:n] for out in self._run(chunk)])
+        return tuple(None if part[0] is None else np.concatenate(part) for part in zip(*parts))
