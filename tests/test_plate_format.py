@@ -139,6 +139,11 @@ def test_class_probs_of_the_wrong_shape_are_refused(tmp_path):
     with pytest.raises(ModelError) as err:
         create_backend("onnxruntime", info, RecognizerConfig())
     assert "class_probs" in str(err.value) and "bad.onnx" in str(err.value)
+    shorter = make_lprnet_like(tmp_path / "short.onnx", n_classes=len(US) + 1, class_probs=True)
+    info = load_model_info(shorter, os.path.join(ROOT, "models", "ch_lp_characters.txt"))  # 67 characters, 36 classes
+    with pytest.raises(ModelError) as err:
+        create_backend("onnxruntime", info, RecognizerConfig())
+    assert "[N, T, 68]" in str(err.value)
 
 
 def test_format_the_characters_cannot_spell_names_model_and_list(tmp_path):

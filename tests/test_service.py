@@ -159,6 +159,7 @@ def test_healthz_ok_and_metrics_parse(broker, tmp_path):
         states = {s.labels["state"]: s.value for s in families["lpr_edge_camera_state"].samples}
         assert states["streaming"] == 1.0
         assert "lpr_edge_outbox_events" in families and "lpr_edge_model_load_seconds" in families
+        assert {s.labels["result"] for s in families["lpr_edge_reads_plate_format"].samples} == {"refit", "miss"}
     finally:
         proc.kill()
         proc.wait()

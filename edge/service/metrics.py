@@ -58,6 +58,13 @@ class _AppCollector:
         for reason in ("too_short", "low_confidence", "format"):
             rejected.add_metric([reason], tracker.rejected[reason])
         yield rejected
+        refits = CounterMetricFamily("lpr_edge_reads_plate_format",
+                                     "Reads that did not fit the model's plate format: re-decoded to fit (refit), or "
+                                     "kept as read because the model has no class_probs output (miss)",
+                                     labels=["result"])
+        refits.add_metric(["refit"], app.recognizer.format_refits)
+        refits.add_metric(["miss"], app.recognizer.format_misses)
+        yield refits
         short = CounterMetricFamily("lpr_edge_tracks_too_short", "Tracks that ended with fewer than min_reads reads")
         short.add_metric([], tracker.dropped_tracks)
         yield short

@@ -41,10 +41,12 @@ def check_probe(model_path, ids, probs, n_chars, batch):
                          "the model" % (model_path, top, n_chars, n_chars))
 
 
-def check_class_probs(model_path, class_probs, ids):
-    """The optional per-class output must be [N, T, C] beside ids [N, T], with C above every class id."""
+def check_class_probs(model_path, class_probs, ids, n_chars):
+    """The optional per-class output must be [N, T, n_chars + 1] beside ids [N, T]: plate-format decoding
+    reads class k as characters[k], so the list must match the model class for class."""
     if class_probs is None:
         return
-    if class_probs.ndim != 3 or class_probs.shape[:2] != ids.shape or class_probs.shape[2] <= int(ids.max()):
-        raise ModelError("%s: output %s has shape %s; it must be [N, T, classes] beside %s %s"
-                         % (model_path, OUTPUT_CLASS_PROBS, list(class_probs.shape), OUTPUT_IDS, list(ids.shape)))
+    if class_probs.ndim != 3 or class_probs.shape[:2] != ids.shape or class_probs.shape[2] != n_chars + 1:
+        raise ModelError("%s: output %s has shape %s; it must be [N, T, %d] (the %d characters of the list and "
+                         "the blank) beside %s %s" % (model_path, OUTPUT_CLASS_PROBS, list(class_probs.shape),
+                                                      n_chars + 1, n_chars, OUTPUT_IDS, list(ids.shape)))

@@ -63,7 +63,7 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:
             raise ModelError("%s: a probe inference failed: %s" % (path, str(exc).splitlines()[0]))
         check_probe(path, ids, probs, len(info.characters), probe.shape[0])
-        check_class_probs(path, class_probs, ids)
+        check_class_probs(path, class_probs, ids, len(info.characters))
         self.has_class_probs = class_probs is not None
         self.timesteps = ids.shape[1]
 
