@@ -41,6 +41,7 @@ def test_alternatives_counts_and_matching():
     ("[^A]\\d", "negated"),
     ("\\d{20}", "20 characters"),
     ("O\\d{3}", "position 1 allows only O"),
+    ("[A-Z]{1,2}" * 7, "'[A-Z]{1,2}[A-Z]{1,2}"),  # 128 variants: the message names the pattern
 ])
 def test_bad_patterns_are_named(pattern, says):
     with pytest.raises(PlateFormatError) as err:

@@ -85,14 +85,14 @@ def _atoms(alternative, pattern):
     return atoms
 
 
-def _lengths(atoms):
+def _lengths(atoms, pattern):
     """Every fixed sequence of character sets an alternative can expand to."""
     seqs = [[]]
     for chars, lo, hi in atoms:
         seqs = [s + [chars] * n for s in seqs for n in range(lo, hi + 1)]
         if len(seqs) > MAX_EXPANSIONS:
-            raise PlateFormatError("plate format: more than %d fixed-length variants; use fewer {m,n} ranges"
-                                   % MAX_EXPANSIONS)
+            raise PlateFormatError("plate format %r: more than %d fixed-length variants; use fewer {m,n} ranges"
+                                   % (pattern, MAX_EXPANSIONS))
     return seqs
 
 
@@ -104,7 +104,7 @@ def pattern_problem(pattern):
         for alternative in pattern.split("|"):
             if not alternative:
                 raise PlateFormatError("plate format %r: an empty alternative" % pattern)
-            for seq in _lengths(_atoms(alternative, pattern)):
+            for seq in _lengths(_atoms(alternative, pattern), pattern):
                 if not seq or len(seq) > MAX_LENGTH:
                     raise PlateFormatError("plate format %r: plates of %d characters (1 to %d allowed)"
                                            % (pattern, len(seq), MAX_LENGTH))
@@ -122,10 +122,10 @@ class PlateFormat:
             raise PlateFormatError(problem)
         self.pattern = pattern
         self.characters = list(characters)
-        index = {c: i for i, c in enumerate(self.characters)}
+        self._index = index = {c: i for i, c in enumerate(self.characters)}
         layouts, seen = [], set()
         for alternative in pattern.split("|"):
-            for seq in _lengths(_atoms(alternative, pattern)):
+            for seq in _lengths(_atoms(alternative, pattern), pattern):
                 masks = np.zeros((len(seq), len(self.characters)), bool)
                 for pos, chars in enumerate(seq):
                     if chars is None:
@@ -144,7 +144,7 @@ class PlateFormat:
         self.layouts = layouts
 
     def matches(self, text):
-        ids = [self.characters.index(c) if c in self.characters else -1 for c in text]
+        ids = [self._index.get(c, -1) for c in text]
         if -1 in ids:
             return False
         for layout in self.layouts:

@@ -33,7 +33,7 @@ class Recognizer:
         self.plate_format = plate_format
         self.invalid_ids = 0  # ids beyond the characters list: a mismatched list, counted for health
         self.format_refits = 0  # reads re-decoded to fit the plate format
-        self.format_misses = 0  # reads that do not fit it and could not be re-decoded (no class_probs output)
+        self.format_misses = 0  # reads that do not fit it, kept: no class_probs output, or no path fits
         self.last_latency_s = 0.0
         if plate_format is not None and not backend.has_class_probs:
             log.warning("model %s has no class_probs output: reads that do not fit the plate format %r are "

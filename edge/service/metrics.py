@@ -60,7 +60,7 @@ class _AppCollector:
         yield rejected
         refits = CounterMetricFamily("lpr_edge_reads_plate_format",
                                      "Reads that did not fit the model's plate format: re-decoded to fit (refit), or "
-                                     "kept as read because the model has no class_probs output (miss)",
+                                     "kept as read (miss): the model has no class_probs output, or no path of its timesteps fits",
                                      labels=["result"])
         refits.add_metric(["refit"], app.recognizer.format_refits)
         refits.add_metric(["miss"], app.recognizer.format_misses)
