@@ -15,7 +15,7 @@ import time
 
 from edge.capture import CaptureThread
 from edge.events import EventIds, build_event, encode, snapshot_jpeg
-from edge.outbox import Outbox
+from edge.outbox import CommitBuffer, Outbox, OutboxWriteError, path_state
 from edge import __version__
 from edge.events import utc_iso
 from edge.publish.homeassistant import HomeAssistantDiscovery
@@ -56,6 +56,7 @@ class App:
         self.http = None
         self.service_thread = None
         self._worker_outbox = None  # opened in the worker thread: SQLite connections are per thread
+        self.commits = CommitBuffer()  # events a full disk could not take yet, retried in order
 
     # --- init: everything that can fail on bad input, before any thread starts -----------------
     def init(self):
@@ -72,14 +73,18 @@ class App:
             self.mailbox.add_camera(camera.id, camera.queue_size)
             self.captures.append(CaptureThread(camera, self.mailbox, self.stop_event))
         limits = (cfg.outbox.max_events, cfg.outbox.max_bytes)
-        Outbox(cfg.outbox.path, *limits).close()  # fail here, before any thread, on an unusable state dir
+        _private_dir(cfg.state_dir)
+        try:  # a damaged file is salvaged here, before any thread; a full disk is reported and retried later
+            Outbox(cfg.outbox.path, *limits).close()
+        except OutboxWriteError as exc:
+            log.error("outbox: %s; starting anyway, events are held in memory until it can be written", exc)
         tracker = Tracker(cfg.tracking, {c.id: c.format for c in cfg.cameras})
         self.known = KnownPlates(cfg.tracking.known_plates, cfg.tracking.match_distance)
         max_batch = cfg.recognizer.max_batch
         if self.recognizer.backend.max_batch:
             max_batch = min(max_batch, self.recognizer.backend.max_batch * 4)
         self.worker = RecognizerWorker(self.recognizer, self.mailbox, tracker, self._emit, self.stop_event,
-                                       max_batch, cfg.recognizer.max_wait_ms, self.metrics)
+                                       max_batch, cfg.recognizer.max_wait_ms, self.metrics, tick=self._retry_commits)
         discovery = None
         if cfg.home_assistant.enabled:
             discovery = HomeAssistantDiscovery(cfg.home_assistant, self.topics, cfg.device_id,
@@ -103,11 +108,15 @@ class App:
         elif stage == "mqtt":
             self.publisher.wedge = True
 
-    def _emit(self, track):
-        """Runs in the worker thread: commit the event to the outbox (its own connection)."""
+    def _outbox_for_worker(self):
         if self._worker_outbox is None:
             self._worker_outbox = Outbox(self.config.outbox.path, self.config.outbox.max_events,
                                          self.config.outbox.max_bytes)
+        return self._worker_outbox
+
+    def _emit(self, track):
+        """Runs in the worker thread: commit the event to the outbox (its own connection); an event the disk
+        cannot take now is held and committed before any newer one, so it is late, never lost."""
         mode = self.config.events.snapshot
         jpeg = snapshot_jpeg(track, self.config.events.snapshot_quality) if mode != "none" else None
         event_id = self.event_ids.new()
@@ -116,11 +125,30 @@ class App:
         extra = ()
         if mode == "topic" and jpeg is not None:  # same transaction: the snapshot is as durable as its event
             extra = ((event_id + ".snapshot", self.topics.snapshot(track.camera_id), jpeg, True),)
-        self.events_dropped += self._worker_outbox.add(event_id, self.topics.events, encode(event), extra=extra)
+        payload = encode(event)
+        try:
+            outbox = self._outbox_for_worker()
+        except OutboxWriteError as exc:
+            self.commits.hold(event_id, self.topics.events, payload, extra, exc)
+            outbox = None
+        if outbox is not None:
+            self.events_dropped += self.commits.commit(outbox, event_id, self.topics.events, payload, extra)
         self.events_committed += 1
-        log.info("camera %s: plate %s (score %.2f, %d reads, roi %s%s) event %s", track.camera_id, event["plate"],
+        held = any(h[0] == event_id for h in self.commits.held)
+        log.info("camera %s: plate %s (score %.2f, %d reads, roi %s%s) %s %s", track.camera_id, event["plate"],
                  event["score"], event["read_count"], track.roi_id,
-                 ", known: %s" % event["known"] if event["known"] else "", event_id)
+                 ", known: %s" % event["known"] if event["known"] else "", "held" if held else "event", event_id)
+
+    def _retry_commits(self):
+        """Worker tick: commit what a full disk held back, as soon as there is room again."""
+        if not self.commits.held:
+            return
+        try:
+            outbox = self._outbox_for_worker()
+        except OutboxWriteError as exc:
+            self.commits.failed(exc)
+            return
+        self.events_dropped += self.commits.flush(outbox)
 
     def status(self):
         """The appliance's state for the retained status topic (and, later, the health endpoint)."""
@@ -141,6 +169,8 @@ class App:
             "published": self.publisher.published,
             "refused": self.publisher.rejected,
             "outbox_events": depth[0],
+            "outbox_snapshots": self.publisher.outbox_snapshots,
+            "events_held": len(self.commits.held),
         }
 
     # --- start / run / stop --------------------------------------------------------------------
@@ -172,8 +202,8 @@ class App:
         while not self.stop_event.is_set():
             if self.config.exit_when_sources_end and self.sources_done() and self.mailbox.depth() == 0:
                 depth = self.publisher.outbox_depth
-                if depth is not None and depth[0] == 0 and self.publisher.connected \
-                        and self.events_committed <= self.publisher.published:
+                if depth is not None and depth[0] == 0 and self.publisher.connected and not self.commits.held \
+                        and self.events_committed <= self.publisher.published + self.publisher.rejected:
                     log.info("all sources ended and every event is published; stopping")
                     break
                 if not self.publisher.connected and self.publisher.state in ("refused", "error"):
@@ -184,7 +214,14 @@ class App:
                 log.error("recognizer worker died: %s", self.worker.error)
                 return 1
             self.stop_event.wait(poll_s)
-        return 0
+        return self._sources_exit_code()
+
+    def _sources_exit_code(self):
+        """1 when a source failed (a damaged or undecodable file, say), so a batch run does not pass as done."""
+        failed = [c for c in self.captures if c.state == "failed"]
+        for c in failed:
+            log.error("camera %s: source failed: %s", c.camera.id, c.error)
+        return 1 if failed else 0
 
     def stop(self):
         """Ordered stop within STOP_BUDGET_S: capture, worker drain, publisher drain."""
@@ -205,6 +242,17 @@ class App:
         self.notifier.close()
         log.info("stopped: %d events committed, %d published this run, %d waiting in the outbox",
                  self.events_committed, self.publisher.published, (self.publisher.outbox_depth or (0,))[0])
+
+
+def _private_dir(path):
+    """The state dir holds plate data: readable by the service user only (systemd's StateDirectory does
+    the same with StateDirectoryMode=0700)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    try:
+        if os.stat(path).st_uid == os.getuid():
+            os.chmod(path, 0o700)
+    except OSError as exc:
+        log.warning("state dir %s: cannot make it private: %s", path, exc)
 
 
 def install_signal_handlers(stop_event):

@@ -14,14 +14,26 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 log = logging.getLogger("edge.cli")
 
 
-def _load_config_or_exit(path):
+def _print_config_error(lines):
+    print("config error:\n%s" % "\n".join("  " + line for line in lines), file=sys.stderr)
+
+
+def _load_config_or_exit(path, preflight=True):
+    """The config, checked against this machine too (state dir, health port, source files); None after
+    printing every problem (the caller exits 2)."""
     from edge.config import ConfigError, load_config
+    from edge.config.preflight import preflight_problems
 
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
-        print("config error:\n%s" % "\n".join("  " + line for line in str(exc).splitlines()), file=sys.stderr)
+        _print_config_error(str(exc).splitlines())
         return None
+    problems = preflight_problems(config) if preflight else []
+    if problems:
+        _print_config_error("%s: %s" % (path, p) for p in problems)
+        return None
+    return config
 
 
 def cmd_run(args):
@@ -39,6 +51,9 @@ def cmd_run(args):
     except ModelError as exc:
         log.error("model: %s", exc)
         return EXIT_CONFIG
+    except OSError as exc:  # what preflight could not foresee (the port taken in between): a config error
+        log.error("cannot start: %s", exc)
+        return EXIT_CONFIG
     install_signal_handlers(app.stop_event)
     app.start()
     try:
@@ -49,11 +64,16 @@ def cmd_run(args):
 
 
 def cmd_check_config(args):
+    if not (args.config_option or args.config):
+        print("error: check-config needs a config file: check-config FILE or check-config --config FILE",
+              file=sys.stderr)
+        return EXIT_CONFIG
     from edge.recognize.backends import create_backend
     from edge.recognize.model import ModelError, load_model_info
     from edge.recognize.recognizer import plate_format_for
+    from edge.redact import redact
 
-    config = _load_config_or_exit(args.config)
+    config = _load_config_or_exit(args.config_option or args.config)
     if config is None:
         return EXIT_CONFIG
     try:
@@ -70,7 +90,7 @@ def cmd_check_config(args):
         "model": {"path": info.path, "name": info.name, "version": info.version, "characters": info.characters_path,
                   "plate_format": plate_format.pattern if plate_format else None},
         "recognizer": config.recognizer.__dict__,
-        "cameras": [{"id": c.id, "source": c.source, "mode": c.mode, "rois": [r.id for r in c.rois]}
+        "cameras": [{"id": c.id, "source": redact(c.source), "mode": c.mode, "rois": [r.id for r in c.rois]}
                     for c in config.cameras],
         "mqtt": {"host": config.mqtt.host, "port": config.mqtt.port, "topic_prefix": config.mqtt.topic_prefix,
                  "username": config.mqtt.username, "password": "(set)" if (config.mqtt.password_env or
@@ -79,7 +99,7 @@ def cmd_check_config(args):
         "outbox": config.outbox.path,
     }
     print(json.dumps(summary, indent=2, ensure_ascii=False))
-    print("config OK: %s" % args.config)
+    print("config OK: %s" % (args.config_option or args.config))
     return EXIT_OK
 
 
@@ -189,7 +209,8 @@ def build_parser():
     p = sub.add_parser("check-config", help="validate a config and its model, print the effective settings",
                        description="Validate a config file (schema, files it names, the model's I/O contract) "
                                    "and print the effective settings, without secrets.")
-    p.add_argument("config", help="config YAML")
+    p.add_argument("config", nargs="?", help="config YAML")
+    p.add_argument("--config", dest="config_option", metavar="FILE", help="config YAML (as `run --config FILE`)")
     p.add_argument("--skip-model", action="store_true", help="do not load the model into the backend")
     p.set_defaults(func=cmd_check_config)
 

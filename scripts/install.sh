@@ -98,7 +98,7 @@ say "unit installed as $UNITDIR/lpr-edge.service"
 [ -n "$DESTDIR" ] && { say "staged into $DESTDIR"; exit 0; }
 
 # 5. check the config and load the model once (builds a TensorRT engine where the backend has one)
-install -d -o lpr-edge -g lpr-edge -m 0750 /var/lib/lpr-edge /var/cache/lpr-edge
+install -d -o lpr-edge -g lpr-edge -m 0700 /var/lib/lpr-edge /var/cache/lpr-edge
 if "$PREFIX/venv/bin/lpr-edge" check-config /etc/lpr-edge/config.yaml >/dev/null; then
     say "config and model checked"
 else

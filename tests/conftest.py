@@ -147,3 +147,17 @@ def us_model():
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped elsewhere, run on a GPU machine "
                                        "(`pytest -m gpu tests/test_training.py`)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_ports_taken():
+    """Hold the daemon's default health port (8941) for the whole run, as another lpr-edge on the machine
+    would: a test that forgets to take a free port fails here, not on somebody else's machine."""
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 8941))
+        holder.listen(1)
+    except OSError:  # something already holds it: the same condition
+        pass
+    yield
+    holder.close()

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from edge.config import ConfigError, detect_profile, list_profiles, load_config, load_profile
-from helpers import ROOT, run_cli, write_config
+from helpers import ROOT, free_port, run_cli, write_config
 
 MODEL = os.path.join(ROOT, "models", "us_lp_characters.txt")  # any existing file stands in for the model path
 
@@ -24,6 +24,8 @@ cameras:
 
 
 def cfg(tmp_path, extra="", base=BASE):
+    if "health:" not in extra:  # never the default port: another lpr-edge may hold it
+        extra += "health:\n  port: %d\n" % free_port()
     return write_config(tmp_path / "c.yaml", base.format(model=MODEL, root=ROOT) + extra)
 
 

@@ -26,6 +26,7 @@ def demo_config(tmp_path, port, **changes):
     cfg["cameras"][0]["source"] = os.path.join(ROOT, "samples", "gate_us.mp4")
     cfg["state_dir"] = str(tmp_path / "state")
     cfg["mqtt"]["port"] = port
+    cfg["health"] = {"port": free_port()}  # never the default port: another lpr-edge may hold it
     for key, value in changes.items():
         target = cfg
         parts = key.split(".")
@@ -167,7 +168,7 @@ def committed_ids(stderr_text):
     """Event ids the daemon logged as committed to its outbox ('... event <ULID>')."""
     import re
 
-    return re.findall(r"plate \S+ \(.*\) event ([0-9A-HJKMNP-TV-Z]{26})$", stderr_text, re.M)
+    return re.findall(r"plate \S+ \(.*\) (?:event|held) ([0-9A-HJKMNP-TV-Z]{26})$", stderr_text, re.M)
 
 
 def test_broker_outage_while_plates_stream(make_broker, tmp_path):

@@ -204,6 +204,8 @@ def load_config(path):
             text = f.read()
     except (IOError, OSError) as exc:
         raise ConfigError(path, ["cannot read: %s" % exc])
+    except UnicodeDecodeError:
+        raise ConfigError(path, ["not a YAML text file (binary data: a model or an image given as the config?)"])
     try:
         data = load_yaml_text(text, path)
     except yaml.YAMLError as exc:

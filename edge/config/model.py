@@ -42,6 +42,9 @@ class CameraConfig:
     fps: float
     queue_size: int
     format: Optional[str] = None
+    decoder: str = "auto"
+    open_timeout_s: float = 10.0
+    stall_timeout_s: float = 5.0
 
 
 @dataclass
@@ -97,6 +100,8 @@ class MqttConfig:
     reconnect_max_s: float
     max_inflight: int
     status_interval_s: float = 60.0
+    ack_timeout_s: float = 15.0
+    connect_timeout_s: float = 10.0
     client_id: Optional[str] = None
     username: Optional[str] = None
     password_env: Optional[str] = None

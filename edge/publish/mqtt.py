@@ -16,7 +16,7 @@ import time
 
 import paho.mqtt.client as paho
 
-from edge.outbox import Outbox
+from edge.outbox import Outbox, OutboxWriteError
 from edge.publish.topics import OFFLINE, ONLINE, Topics
 
 log = logging.getLogger("edge.publish")
@@ -79,12 +79,18 @@ class MqttPublisher(threading.Thread):
         self.wedge = False  # test hook (LPR_EDGE_TEST_WEDGE=mqtt): the loop stops making progress
         self.last_progress = time.monotonic()
         self.outbox_depth = None  # (events, bytes) once this thread has read the outbox
-        self._inflight = {}  # mid -> (seq, payload)
+        self.outbox_snapshots = 0  # snapshot rows waiting (retained state, not events)
+        self._depth_read = 0.0
+        self.ack_error = None  # a full disk keeps acknowledged rows from being deleted: retried, said in health
+        self._inflight = {}  # mid -> (seq, payload, topic, monotonic time sent)
+        self._state_inflight = {}
+        self.ack_stalled_s = 0.0  # how long the oldest event has waited for its PUBACK, while over ack_timeout_s
         self._acked = []  # seqs acknowledged inside client.loop, deleted from the outbox after it
         self._fed_seq = 0
         self._refused = False
         self._drain_until = None
         self.client = self._make_client()
+        self._used = False
 
     # --- client set-up -----------------------------------------------------------------------
     def _make_client(self):
@@ -119,8 +125,9 @@ class MqttPublisher(threading.Thread):
             log.error("mqtt: %s", self.last_error)
             return
         self.connected, self.state, self.last_error = True, "connected", None
+        self.ack_stalled_s = 0.0
         log.info("mqtt: connected to %s:%d as %s", self.config.host, self.config.port, self.config.client_id)
-        client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
+        self._publish_state(self.topics.availability, ONLINE)
         self._next_status = 0.0  # status now
         if self.discovery is not None:
             client.subscribe(self.discovery.status_topic, qos=1)
@@ -141,8 +148,9 @@ class MqttPublisher(threading.Thread):
     def _on_publish(self, client, userdata, mid, *rest):
         entry = self._inflight.pop(mid, None)
         if entry is None:
+            self._state_inflight.pop(mid, None)
             return  # availability, status and state messages
-        seq, payload, topic = entry
+        seq, payload, topic = entry[:3]
         self._acked.append(seq)
         if rest and _rc_value(rest[0]) >= 0x80:  # MQTT 5 PUBACK with a failure reason
             # resending cannot help and would block every later event: count it, say it, health degrades
@@ -163,10 +171,10 @@ class MqttPublisher(threading.Thread):
 
     # --- thread ----------------------------------------------------------------------------
     def run(self):
-        self.outbox = Outbox(self.outbox_path, *self.outbox_limits)
-        self.outbox_depth = self.outbox.depth()
+        self.outbox = None
         delay = self.config.reconnect_min_s
         try:
+            self._open_outbox()
             while not self._should_exit():
                 self.last_progress = time.monotonic()
                 if not self._connect():
@@ -184,13 +192,52 @@ class MqttPublisher(threading.Thread):
         finally:
             self._shutdown()
 
+    def _open_outbox(self):
+        """Open the outbox, waiting out a disk too full to open it (health shows the error meanwhile)."""
+        while self.outbox is None:
+            try:
+                self.outbox = Outbox(self.outbox_path, *self.outbox_limits)
+            except OutboxWriteError as exc:
+                if self.last_error != str(exc):
+                    log.error("mqtt: %s; retrying", exc)
+                self.state, self.last_error = "error", str(exc)
+                if self.stop_event.wait(1.0):
+                    return
+                self.last_progress = time.monotonic()
+        self._refresh_depth(force=True)
+
+    def _refresh_depth(self, force=False):
+        """The true depth at all times, connected or not (a count, at most every 0.5 s)."""
+        now = time.monotonic()
+        if self.outbox is None or (not force and now - self._depth_read < 0.5):
+            return
+        self._depth_read = now
+        events, snapshots, size = self.outbox.depth_detail()
+        self.outbox_depth, self.outbox_snapshots = (events, size), snapshots
+
+    def _apply_acks(self):
+        if not self._acked:
+            return
+        try:
+            self.outbox.ack(self._acked)
+        except OutboxWriteError as exc:  # kept and deleted later; at worst resent after a restart
+            if self.ack_error is None:
+                log.error("mqtt: cannot delete %d acknowledged rows from the outbox: %s; retrying",
+                          len(self._acked), exc)
+            self.ack_error = str(exc)
+            return
+        if self.ack_error is not None:
+            log.warning("mqtt: outbox writable again; acknowledged rows deleted")
+        self.ack_error = None
+        self._acked = []
+
     def _should_exit(self):
         if not self.stop_event.is_set():
             return False
         if self._drain_until is None:
             return True
         # stopping: keep publishing what is left until the outbox is empty or the drain time is up
-        empty = self.outbox_depth is not None and self.outbox_depth[0] == 0
+        empty = self.outbox_depth is not None and self.outbox_depth[0] == 0 and not self.outbox_snapshots
         return time.monotonic() > self._drain_until or (empty and not self._inflight)
 
     def drain_then_stop(self, seconds):
@@ -202,9 +249,28 @@ class MqttPublisher(threading.Thread):
         end = time.monotonic() + jittered
         while time.monotonic() < end and not self._should_exit():
             self.last_progress = time.monotonic()
+            self._refresh_depth()
             time.sleep(min(0.1, jittered))
 
+    def _new_link(self):
+        """A fresh paho client for every connection attempt. What was in flight on the last link is sent again
+        from the outbox (rows leave it only on a PUBACK), so no paho version's own resend rules matter and a
+        link dropped for a stalled broker loses nothing."""
+        if self._used:
+            old, self.client = self.client, self._make_client()
+            sock = old.socket()
+            if sock is not None:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+        self._used = True
+        self._inflight = {}
+        self._state_inflight = {}  # mid -> monotonic time sent, for status and availability messages
+        self._fed_seq = 0
+
     def _connect(self):
+        self._new_link()
         self.state = "connecting"
         self._refused = False
         try:
@@ -220,14 +286,13 @@ class MqttPublisher(threading.Thread):
     def _serve(self):
         """Run the network loop until the link drops; True if it was ever up (resets the backoff)."""
         was_up = False
+        started = time.monotonic()
         while not self._should_exit():
             self.last_progress = time.monotonic()
             while self.wedge and not self._should_exit():
                 time.sleep(0.05)
             rc = self.client.loop(LOOP_TIMEOUT_S)
-            if self._acked:
-                self.outbox.ack(self._acked)
-                self._acked = []
+            self._apply_acks()
             if self._refused:
                 self.client.disconnect()
                 return False
@@ -236,24 +301,65 @@ class MqttPublisher(threading.Thread):
                 if self.state == "connected":
                     self.state = "disconnected"
                 if not was_up:  # closed before CONNACK: e.g. TLS 1.3 refusing our client certificate
-                    error = "broker closed the connection before accepting it (%s; a TLS client certificate " \
-                            "or the protocol version refused?)" % paho.error_string(rc)
-                    if error != self.last_error:
-                        log.error("mqtt: %s", error)
-                    self.state, self.last_error = "error", error
+                    self._set_error("broker closed the connection before accepting it (%s; a TLS client "
+                                    "certificate or the protocol version refused?)" % paho.error_string(rc))
                 return was_up
             if self.connected:
                 was_up = True
                 self._feed()
                 self._periodic()
-            self.outbox_depth = self.outbox.depth()
+                if self._ack_stalled():
+                    return True
+            elif not was_up and time.monotonic() - started > self.config.connect_timeout_s:
+                # TCP is up but no CONNACK: a frozen or overloaded broker, not TLS or the protocol version
+                self._set_error("broker %s:%d accepted the TCP connection but did not answer CONNECT within "
+                                "%.0f s" % (self.config.host, self.config.port, self.config.connect_timeout_s))
+                self._drop_link()
+                return False
+            self._refresh_depth()
         return was_up
+
+    def _set_error(self, error):
+        if error != self.last_error:
+            log.error("mqtt: %s", error)
+        self.state, self.last_error = "error", error
+
+    def _ack_stalled(self):
+        """True (and the link dropped) when the oldest event in flight waited ack_timeout_s for its PUBACK:
+        the broker took our packets and stopped answering, which the keepalive notices only much later."""
+        waited = self.oldest_unacked_s()
+        if waited <= self.config.ack_timeout_s:
+            self.ack_stalled_s = 0.0
+            return False
+        self.ack_stalled_s = waited
+        self.connected = False
+        self.state = "stalled"
+        self.last_error = "no PUBACK for %d message(s) in %.0f s: the broker stopped answering; reconnecting" % (
+            len(self._inflight) + len(self._state_inflight), waited)
+        log.warning("mqtt: %s:%d: %s", self.config.host, self.config.port, self.last_error)
+        self._drop_link()
+        return True
+
+    def _publish_state(self, topic, payload):
+        """A retained state message; its PUBACK is waited for like an event's, so a broker that freezes while
+        no plate passes is found too (within status_interval_s + ack_timeout_s)."""
+        info = self.client.publish(topic, payload, qos=1, retain=True)
+        self._state_inflight[info.mid] = time.monotonic()
+
+    def oldest_unacked_s(self):
+        sent = [e[3] for e in list(self._inflight.values())] + list(self._state_inflight.values())
+        return time.monotonic() - min(sent) if sent else 0.0
+
+    def _drop_link(self):
+        """Leave a broker that does not answer: the next _connect closes this client's socket and starts a new
+        one (a polite DISCONNECT would wait on the same stalled broker)."""
+        self.connected = False
 
     def _periodic(self):
         now = time.monotonic()
         if self.status_fn is not None and now >= self._next_status:
             self._next_status = now + self.config.status_interval_s
-            self.client.publish(self.topics.status, json.dumps(self.status_fn(), sort_keys=True), qos=1, retain=True)
+            self._publish_state(self.topics.status, json.dumps(self.status_fn(), sort_keys=True))
         if self._discovery_due is not None and now >= self._discovery_due:
             self._discovery_due = None
             for topic, payload in self.discovery.messages():
@@ -264,10 +370,14 @@ class MqttPublisher(threading.Thread):
         room = self.config.max_inflight - len(self._inflight)
         if room <= 0:
             return
+        acked = set(self._acked)  # delivered, waiting for a disk with room to be deleted: never resent
         for row in self.outbox.pending(self._fed_seq, room):
+            if row.seq in acked:
+                self._fed_seq = row.seq
+                continue
             # events are never retained; only rows committed as state (snapshots) are
             info = self.client.publish(row.topic, row.payload, qos=1, retain=row.retain and row.topic != self.topics.events)
-            self._inflight[info.mid] = (row.seq, row.payload, row.topic)
+            self._inflight[info.mid] = (row.seq, row.payload, row.topic, time.monotonic())
             self._fed_seq = row.seq
 
     def _shutdown(self):
@@ -278,8 +388,7 @@ class MqttPublisher(threading.Thread):
                 deadline = time.monotonic() + 1.0
                 while not info.is_published() and time.monotonic() < deadline:
                     self.client.loop(LOOP_TIMEOUT_S)
-                if self._acked:
-                    self.outbox.ack(self._acked)
+                self._apply_acks()
                 self.client.disconnect()
                 self.client.loop(LOOP_TIMEOUT_S)
         except Exception:
@@ -287,8 +396,9 @@ class MqttPublisher(threading.Thread):
         finally:
             self.connected = False
             self.state = "stopped"
-            self.outbox_depth = self.outbox.depth()
-            self.outbox.close()
+            if self.outbox is not None:
+                self._refresh_depth(force=True)
+                self.outbox.close()
 
     def status(self):
         depth = self.outbox_depth or (0, 0)

@@ -14,12 +14,14 @@ IDLE_POLL_S = 0.2
 
 
 class RecognizerWorker(threading.Thread):
-    def __init__(self, recognizer, mailbox, tracker, emit, stop_event, max_batch, max_wait_ms, metrics=None):
+    def __init__(self, recognizer, mailbox, tracker, emit, stop_event, max_batch, max_wait_ms, metrics=None,
+                 tick=None):
         threading.Thread.__init__(self, name="recognizer", daemon=True)
         self.recognizer = recognizer
         self.mailbox = mailbox
         self.tracker = tracker
         self.emit = emit  # callable(track) -> commits the event; runs in this thread
+        self.tick = tick  # callable() once per step, in this thread (retries commits a full disk held back)
         self.stop_event = stop_event
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
@@ -75,6 +77,8 @@ class RecognizerWorker(threading.Thread):
                     self.emit(track)
         for track in self.tracker.expire_idle(time.time()):
             self.emit(track)
+        if self.tick is not None:
+            self.tick()
 
     def process(self, frames):
         flat = [(frame, crop) for frame in frames for crop in frame.crops]
@@ -107,5 +111,7 @@ class RecognizerWorker(threading.Thread):
                     self.process(frames)
             for track in self.tracker.close_all():
                 self.emit(track)
+            if self.tick is not None:
+                self.tick()
         except Exception:
             log.exception("recognizer worker: draining failed")

@@ -11,6 +11,8 @@ degraded if any is degraded (/healthz 200, body says why), else ok.
 import time
 from collections import namedtuple
 
+from edge.outbox import path_state
+
 Component = namedtuple("Component", "name state reason")
 
 OK, DEGRADED, FAILED = "ok", "degraded", "failed"
@@ -21,26 +23,30 @@ def _age(last, now):
     return now - last if last else 0.0
 
 
+def _camera(capture, stage_deadline_s, now):
+    """A camera waiting, opening or reconnecting is degraded; only a thread that stopped turning (no stamp
+    for longer than the deadline plus the bound of the call it is inside) is failed."""
+    name = "camera:%s" % capture.camera.id
+    age = _age(capture.last_progress, now)
+    if capture.state == "failed":
+        return Component(name, FAILED if not capture.source.finite else DEGRADED, "capture failed: %s" % capture.error)
+    if capture.state == "ended":
+        return Component(name, OK, "source ended")
+    if not capture.is_alive():
+        return Component(name, FAILED, "capture thread is not running")
+    if age > stage_deadline_s + capture.blocked_bound_s:
+        return Component(name, FAILED, "capture loop made no progress for %.0f s (wedged)" % age)
+    if capture.state == "reconnecting":
+        return Component(name, DEGRADED, "reconnecting (%d attempts): %s" % (capture.reconnects, capture.error))
+    return Component(name, OK, "%s, %d frames" % (capture.state, capture.frames))
+
+
 def check_app(app, stage_deadline_s, now=None):
     """[Component] for every stage of a running App."""
     now = time.monotonic() if now is None else now
     out = []
     for capture in app.captures:
-        name = "camera:%s" % capture.camera.id
-        age = _age(capture.last_progress, now)
-        if capture.state == "failed":
-            out.append(Component(name, FAILED if not capture.source.finite else DEGRADED,
-                                 "capture failed: %s" % capture.error))
-        elif capture.state == "ended":
-            out.append(Component(name, OK, "source ended"))
-        elif not capture.is_alive():
-            out.append(Component(name, FAILED, "capture thread is not running"))
-        elif age > stage_deadline_s:
-            out.append(Component(name, FAILED, "no frame and no reconnect attempt for %.0f s (wedged)" % age))
-        elif capture.state == "reconnecting":
-            out.append(Component(name, DEGRADED, "reconnecting: %s" % capture.error))
-        else:
-            out.append(Component(name, OK, "%s, %d frames" % (capture.state, capture.frames)))
+        out.append(_camera(capture, stage_deadline_s, now))
     worker = app.worker
     busy = worker.busy_since
     if not worker.is_alive():
@@ -66,15 +72,45 @@ def check_app(app, stage_deadline_s, now=None):
                              % (pub.rejected, pub.topics.events)))
     elif not pub.connected:
         out.append(Component("mqtt", DEGRADED, "not connected (%s): %s" % (pub.state, pub.last_error or "connecting")))
+    elif pub.oldest_unacked_s() > pub.config.ack_timeout_s / 2:
+        out.append(Component("mqtt", DEGRADED, "connected, but the oldest message has waited %.0f s for its PUBACK"
+                             % pub.oldest_unacked_s()))
     else:
         out.append(Component("mqtt", OK, "connected, %d events published" % pub.published))
-    depth = pub.outbox_depth or (0, 0)
-    if app.events_dropped:
-        out.append(Component("outbox", DEGRADED, "%d events dropped because the outbox was full; %d waiting"
-                             % (app.events_dropped, depth[0])))
-    else:
-        out.append(Component("outbox", OK, "%d events waiting" % depth[0]))
+    out.append(_outbox(app, pub))
     return out
+
+
+SALVAGE_REPORT_S = 3600.0  # a salvaged outbox is degraded for an hour, then a note in the ok reason
+
+
+def _outbox(app, pub):
+    depth = pub.outbox_depth or (0, 0)
+    waiting = "%d events waiting" % depth[0]
+    if pub.outbox_snapshots:
+        waiting += ", %d snapshots" % pub.outbox_snapshots
+    commits = app.commits
+    if commits.held:
+        return Component("outbox", DEGRADED, "%s: %d events could not be committed (held in memory, retried); %s"
+                         % (_disk_reason(commits.last_error), len(commits.held), waiting))
+    if pub.ack_error:
+        return Component("outbox", DEGRADED, "%s: published rows cannot be deleted (retried); %s"
+                         % (_disk_reason(pub.ack_error), waiting))
+    if app.events_dropped or commits.dropped:
+        return Component("outbox", DEGRADED, "%d events dropped because the outbox was full; %s"
+                         % (app.events_dropped + commits.dropped, waiting))
+    salvage = path_state(app.config.outbox.path).salvage
+    if salvage:
+        note = "damaged file moved aside to %s: %d pending events salvaged, %s lost" % (
+            salvage["aside"], salvage["salvaged"], salvage["lost"] if salvage["lost"] is not None else "unknown")
+        if time.time() - salvage["time"] < SALVAGE_REPORT_S:
+            return Component("outbox", DEGRADED, "%s; %s" % (note, waiting))
+        waiting += " (earlier: %s)" % note
+    return Component("outbox", OK, waiting)
+
+
+def _disk_reason(error):
+    return "disk full" if error and "full" in error.lower() else "cannot write (%s)" % error
 
 
 def overall(components):

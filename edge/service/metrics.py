@@ -78,12 +78,23 @@ class _AppCollector:
         refused.add_metric([], app.publisher.rejected)
         yield refused
         ev_dropped = CounterMetricFamily("lpr_edge_events_dropped", "Events dropped because the outbox was full")
-        ev_dropped.add_metric([], app.events_dropped)
+        ev_dropped.add_metric([], app.events_dropped + app.commits.dropped)
         yield ev_dropped
         depth = app.publisher.outbox_depth or (0, 0)
         outbox = GaugeMetricFamily("lpr_edge_outbox_events", "Events waiting in the outbox")
         outbox.add_metric([], depth[0])
         yield outbox
+        snapshots = GaugeMetricFamily("lpr_edge_outbox_snapshots", "Snapshot rows waiting in the outbox")
+        snapshots.add_metric([], app.publisher.outbox_snapshots)
+        yield snapshots
+        held = GaugeMetricFamily("lpr_edge_events_held",
+                                 "Events the outbox could not take (disk full), held in memory and retried")
+        held.add_metric([], len(app.commits.held))
+        yield held
+        failures = CounterMetricFamily("lpr_edge_outbox_commit_failures",
+                                       "Outbox commits that failed (disk full or I/O error) and were retried")
+        failures.add_metric([], app.commits.failures)
+        yield failures
         outbox_bytes = GaugeMetricFamily("lpr_edge_outbox_bytes", "Payload bytes waiting in the outbox")
         outbox_bytes.add_metric([], depth[1])
         yield outbox_bytes
