@@ -380,6 +380,10 @@ def make_fakes(generation, gpu_name="NVIDIA Tegra X1", compute_capability=(5, 3)
         def __init__(self, index):
             rec("cuda.Device", index)
 
+        @staticmethod
+        def count():
+            return 1 if cuda_works else 0
+
         def name(self):
             return gpu_name
 
