@@ -13,6 +13,7 @@ on what was copied into the fake device memory, writing int32 ArgMax as TensorRT
 import json
 import sys
 import threading
+import time
 import types
 
 import numpy as np
@@ -65,7 +66,7 @@ class _Member:
 
 
 def make_fakes(generation, gpu_name="NVIDIA Tegra X1", compute_capability=(5, 3), dla_cores=0, cuda_works=True,
-               build_fails=False, version=None):
+               build_fails=False, version=None, build_seconds=0.0):
     """(tensorrt module, pycuda package, pycuda.driver module, Recorder)."""
     rec = Recorder()
     memory = {}  # device address -> np.uint8 array
@@ -227,6 +228,7 @@ def make_fakes(generation, gpu_name="NVIDIA Tegra X1", compute_capability=(5, 3)
 
         def build_serialized_network(self, network, config):
             rec("build_serialized_network")
+            time.sleep(build_seconds)
             if build_fails:
                 self.logger.log(ILogger.Severity.ERROR, "1: [virtualMemoryBuffer.cpp::resizePhysical] out of memory")
                 return None

@@ -252,3 +252,30 @@ def test_without_tensorrt_installed_the_fallback_names_it_and_how_to_install(tmp
     assert session.name == "onnxruntime" and "TensorRT does not import" in session.fallback_reason
     assert "--system-site-packages" in session.fallback_reason and "pip install" in session.fallback_reason
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+def test_status_says_building_while_the_engine_builds_before_ready(tmp_path, monkeypatch):
+    from edge import app as app_module
+    from edge.config import load_config
+    from helpers import free_port
+    from test_daemon import demo_config
+    from test_service import NotifySocket
+
+    notify = NotifySocket()
+    monkeypatch.setenv("NOTIFY_SOCKET", notify.address)
+    monkeypatch.setattr(app_module._ExtendStartTimeout, "INTERVAL_S", 0.5)
+    _, rec = fake_tensorrt.install(monkeypatch, "10", build_seconds=2.2)
+    config = load_config(demo_config(tmp_path, free_port(), recognizer={"backend": "tensorrt"}, health={"port": 0}))
+    app = app_module.App(config)
+    try:
+        app.init()
+        notify.poll(0.3)
+        statuses = [f["STATUS"] for _, f in notify.messages if "STATUS" in f]
+        building = [s for s in statuses if s.startswith("building TensorRT engine for us_lprnet_baseline10_mid.onnx (")]
+        assert len(building) >= 3 and "us_lprnet_baseline10_mid.onnx (1 s)" in building[-1], statuses
+        assert len(notify.times("EXTEND_TIMEOUT_USEC")) >= 4 and not notify.times("READY")
+        assert app.recognizer.backend.name == "tensorrt" and rec.count("build_serialized_network") == 1
+    finally:
+        app.recognizer.close()
+        app.notifier.close()
+        notify.close()
