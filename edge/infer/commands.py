@@ -131,6 +131,10 @@ def cmd_engines_build(args):
     config = _config_or_exit(args.config)
     if config is None:
         return EXIT_CONFIG
+    if config.recognizer.backend != "tensorrt":
+        print("recognizer.backend is %s (profile %s): no TensorRT engine to build"
+              % (config.recognizer.backend, config.device_profile))
+        return EXIT_OK
     if not os.path.isfile(config.model.path):
         print("error: model: %s: no such model file" % config.model.path, file=sys.stderr)
         return EXIT_CONFIG
