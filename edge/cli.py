@@ -70,8 +70,8 @@ def cmd_check_config(args):
         "model": {"path": info.path, "name": info.name, "version": info.version, "characters": info.characters_path,
                   "plate_format": plate_format.pattern if plate_format else None},
         "recognizer": config.recognizer.__dict__,
-        "cameras": [{"id": c.id, "source": c.source, "mode": c.mode, "rois": [r.id for r in c.rois]}
-                    for c in config.cameras],
+        "cameras": [{"id": c.id, "source": c.source, "mode": c.mode, "rois": [r.id for r in c.rois],
+                     "decode": _decode_plan(c.source)} for c in config.cameras],
         "mqtt": {"host": config.mqtt.host, "port": config.mqtt.port, "topic_prefix": config.mqtt.topic_prefix,
                  "username": config.mqtt.username, "password": "(set)" if (config.mqtt.password_env or
                                                                           config.mqtt.password_file) else None,
@@ -81,6 +81,17 @@ def cmd_check_config(args):
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     print("config OK: %s" % args.config)
     return EXIT_OK
+
+
+def _decode_plan(source):
+    """How capture decodes a source: nvv4l2decoder's GStreamer pipeline on a Jetson, else OpenCV (FFmpeg)."""
+    from edge.capture import hwdecode
+    from edge.capture.sources import SourceError, parse_uri
+
+    try:
+        return hwdecode.describe(*parse_uri(source))
+    except SourceError as exc:
+        return str(exc)
 
 
 def _recognizer_from_args(args):

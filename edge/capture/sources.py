@@ -16,6 +16,7 @@ import time
 
 import cv2
 
+from edge.capture import hwdecode
 from edge.dataset import IMAGE_EXTENSIONS, read_image
 
 log = logging.getLogger("edge.capture")
@@ -64,7 +65,7 @@ class VideoFileSource:
     def open(self):
         if not os.path.isfile(self.path):
             raise SourceError("%s: no such video file" % self.path)
-        self.cap = cv2.VideoCapture(self.path)
+        self.cap = hwdecode.open_capture("video", self.path) or cv2.VideoCapture(self.path)  # NVDEC on a Jetson
         if not self.cap.isOpened():
             raise SourceError("%s: OpenCV cannot open this video (unknown codec or not a video)" % self.path)
         fps = self.cap.get(cv2.CAP_PROP_FPS)
@@ -79,7 +80,7 @@ class VideoFileSource:
             self._offset += self._index / self.fps
             self._index = 0
             self.cap.release()
-            self.cap = cv2.VideoCapture(self.path)
+            self.cap = hwdecode.open_capture("video", self.path) or cv2.VideoCapture(self.path)
             ok, frame = self.cap.read()
             if not ok:
                 return None
@@ -166,6 +167,8 @@ class OpenCVSource:
         elif self.kind == "v4l2":
             self.cap = cv2.VideoCapture(self.location, cv2.CAP_V4L2)
         else:
+            self.cap = hwdecode.open_capture(self.kind, self.location)  # rtsp:// through NVDEC on a Jetson
+        if self.cap is None:
             params = []
             for name, value in (("CAP_PROP_OPEN_TIMEOUT_MSEC", self.open_timeout_ms),
                                 ("CAP_PROP_READ_TIMEOUT_MSEC", self.read_timeout_ms)):
