@@ -217,3 +217,25 @@ def test_timing_cache_is_per_device(tmp_path):
     cache.write_timing_cache(nano, b"timings")
     assert cache.read_timing_cache(nano) == b"timings"
     assert cache.read_timing_cache(dict(nano, tensorrt="8.2.1.9")) == b""
+
+
+def test_engines_list_and_prune_commands(tmp_path):
+    from helpers import run_cli
+
+    folder = tmp_path / "engines"
+    cache = EngineCache(str(folder), keep=10)
+    for i in range(3):
+        parts = dict(PARTS, model_sha256="%d" % i * 64)
+        cache.get_or_build(parts, Builder(), load)
+        os.utime(cache.paths(parts)[0], (time.time() - 7200 * (3 - i),) * 2)
+    result = run_cli("engines", "list", "--dir", str(folder))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.count(".engine") == 3 and "us_lprnet (sha256 222222222222)" in out and "TensorRT 8.5.2.2" in out
+    assert "batch 1/32/32" in out and "xavier-nx L4T 35.4.1" in out and "6 h old" in out and "INT64" in out
+    listed = json.loads(run_cli("engines", "list", "--dir", str(folder), "--json").stdout)
+    assert sorted(r["parts"]["model_sha256"][0] for r in listed) == ["0", "1", "2"]
+    result = run_cli("engines", "prune", "--dir", str(folder), "--keep", "1")
+    assert result.returncode == 0 and "removed 2 engine(s)" in result.stdout
+    assert [r["parts"]["model_sha256"][0] for r in cache.records()] == ["2"]
+    assert run_cli("engines", "list").returncode == 2  # --config or --dir is required

@@ -1,4 +1,5 @@
 """`lpr-edge device` and `lpr-edge engines build|list|prune` (registered by edge/cli.py's build_parser)."""
+import argparse
 import json
 import os
 import sys
@@ -213,7 +214,7 @@ def add_commands(sub):
                        description="Detect the device (Jetson module, L4T, NVIDIA GPU), print the device profile "
                                    "it gets and which inference backends import here (TensorRT and its version, "
                                    "pycuda, ONNX Runtime and its providers), and why any is unusable.")
-    p.add_argument("--root", default="/", help=argparse_suppress_help())
+    p.add_argument("--root", default="/", help=argparse.SUPPRESS)  # where a test's sample /proc and /etc trees are
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_device)
 
@@ -236,10 +237,5 @@ def add_commands(sub):
         else:
             e.add_argument("--json", action="store_true", help="print the sidecars as JSON")
         e.set_defaults(func=func)
-    p.set_defaults(func=lambda args: (p.print_help(), EXIT_CONFIG)[1])
-
-
-def argparse_suppress_help():
-    import argparse
-
-    return argparse.SUPPRESS  # --root: where a test's sample /proc and /etc trees are
+    engines = p
+    engines.set_defaults(func=lambda args: (engines.print_help(), EXIT_CONFIG)[1])
