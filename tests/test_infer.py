@@ -38,3 +38,15 @@ def test_batch_profile_from_options():
     assert InferOptions(max_batch=64).batch_profile() == (1, 64, 64)
     assert InferOptions(max_batch=64, opt_batch=16).batch_profile() == (1, 16, 64)
     assert InferOptions(max_batch=8, opt_batch=32).batch_profile() == (1, 8, 8)
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers(),
+                    reason="this onnxruntime has the CUDA provider")
+def test_a_missing_gpu_provider_is_a_warning_not_silent(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, "edge.infer"):
+        session = OnnxRuntimeSession(make_lprnet_like(tmp_path / "m.onnx"), ["CUDAExecutionProvider",
+                                                                            "CPUExecutionProvider"])
+    assert session.providers == ("CPUExecutionProvider",)
+    assert "no CUDAExecutionProvider" in caplog.text and "onnxruntime-gpu" in caplog.text

@@ -37,7 +37,7 @@ def _tensorrt_or_fallback(model_path, options):
         return TensorRTSession(model_path, options)
     except BackendUnavailable as exc:
         reason = str(exc)
-    session = OnnxRuntimeSession(model_path, FALLBACK_PROVIDERS, options.threads)
+    session = OnnxRuntimeSession(model_path, FALLBACK_PROVIDERS, options.threads, warn_missing=False)
     session.fallback_reason = reason
     log.warning("backend tensorrt: %s; running %s on ONNX Runtime (%s) instead", reason, model_path,
                 ",".join(session.providers))

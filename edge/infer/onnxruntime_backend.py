@@ -1,8 +1,12 @@
 """ONNX Runtime backend: the embedded default on a machine without a GPU (CPU provider), on GPUs through
 onnxruntime-gpu's CUDA / TensorRT providers where they load, and the fallback of the tensorrt backend."""
+import logging
+
 import numpy as np
 
 from edge.infer.base import ModelError, Session, TensorSpec
+
+log = logging.getLogger("edge.infer")
 
 # ONNX Runtime's type strings as numpy dtype names
 _DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -17,11 +21,16 @@ def _spec(arg):
 class OnnxRuntimeSession(Session):
     name = "onnxruntime"
 
-    def __init__(self, path, providers=("CPUExecutionProvider",), threads=0):
+    def __init__(self, path, providers=("CPUExecutionProvider",), threads=0, warn_missing=True):
         import onnxruntime as ort
 
         available = ort.get_available_providers()
         chosen = [p for p in providers if p in available]
+        missing = [p for p in providers if p not in available and p != "CPUExecutionProvider"]
+        if missing and warn_missing:  # never a silent CPU fallback
+            log.warning("ONNX Runtime %s here has no %s (pip's onnxruntime is CPU only; on a Jetson use NVIDIA's "
+                        "onnxruntime-gpu, or backend tensorrt): running %s on %s", ort.__version__,
+                        ", ".join(missing), path, ", ".join(chosen or ["CPUExecutionProvider"]))
         if "CPUExecutionProvider" not in chosen:
             chosen.append("CPUExecutionProvider")
         options = ort.SessionOptions()
