@@ -10,7 +10,7 @@ PAHO16 := $(VENV)/paho16
 PY36 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.6*/bin/python3.6 /usr/bin/python3.6))
 VENV36 := .venv36
 
-.PHONY: help setup setup-train system-deps run test lint vermin sample train-us train-ch finetune-us finetune-ch evaluate install uninstall clean test-py36
+.PHONY: help setup setup-train system-deps run test lint vermin sample train-us train-ch finetune-us finetune-ch evaluate install uninstall clean test-py36 selftest
 
 help:
 	@echo "make run         set up, start a local broker if needed, run the demo (configs/demo.yaml)"
@@ -20,6 +20,7 @@ help:
 	@echo "make finetune-us fine-tune the US model on half of ../shared/data/real/us"
 	@echo "make evaluate    accuracy of the shipped models on the held-out real crops"
 	@echo "make install     install the systemd service under /opt/lpr-edge (DESTDIR=... to stage)"
+	@echo "make selftest    on a Jetson / NVIDIA GPU: detect it, run the gpu tests, plates/s per batch (TensorRT)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -99,6 +100,11 @@ evaluate: setup
 
 install:
 	bash scripts/install.sh
+
+# On a Jetson or an x86 NVIDIA GPU with TensorRT and pycuda (README: Jetson and TensorRT); no venv set-up here,
+# it runs with the interpreter that sees JetPack's TensorRT (PYTHON=...).
+selftest:
+	bash scripts/jetson-selftest.sh
 
 uninstall:
 	bash scripts/uninstall.sh

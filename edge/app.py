@@ -67,7 +67,7 @@ class App:
         self.model_load_seconds = time.monotonic() - start
         log.info("model %s %s (%s, %d characters) on %s %s", self.recognizer.model.name,
                  self.recognizer.model.version, self.recognizer.model.path, len(self.recognizer.model.characters),
-                 cfg.recognizer.backend, ",".join(self.recognizer.backend.providers))
+                 self.recognizer.backend.name, ",".join(self.recognizer.backend.providers))
         self.topics = Topics(cfg.mqtt.topic_prefix, cfg.device_id)
         for camera in cfg.cameras:
             self.mailbox.add_camera(camera.id, camera.queue_size)
@@ -161,6 +161,7 @@ class App:
             "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0.0,
             "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
             "backend": self.recognizer.backend.name,
+            "backend_fallback_reason": self.recognizer.backend.fallback_reason,  # [trt] why not tensorrt, or None
             "cameras": [{"id": c.camera.id, "state": c.state, "frames": c.frames, "reconnects": c.reconnects,
                          "dropped_frames": self.mailbox.dropped[c.camera.id], "error": c.error}
                         for c in self.captures],
@@ -282,8 +283,11 @@ class _ExtendStartTimeout:
         return self
 
     def _run(self):
+        from edge.infer import progress  # [trt] "building TensorRT engine for <model> (<n> s)" while it builds
+
         while True:
-            self.notifier.notify(EXTEND_TIMEOUT_USEC=int(3 * self.INTERVAL_S * 1e6), STATUS=self.what)
+            self.notifier.notify(EXTEND_TIMEOUT_USEC=int(3 * self.INTERVAL_S * 1e6),
+                                 STATUS=progress.describe() or self.what)
             if self._done.wait(self.INTERVAL_S):
                 return
 

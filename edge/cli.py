@@ -71,6 +71,7 @@ def cmd_check_config(args):
     from edge.recognize.backends import create_backend
     from edge.recognize.model import ModelError, load_model_info
     from edge.recognize.recognizer import plate_format_for
+    from edge.capture.sources import describe_decode
     from edge.redact import redact
 
     config = _load_config_or_exit(args.config_option or args.config)
@@ -90,8 +91,8 @@ def cmd_check_config(args):
         "model": {"path": info.path, "name": info.name, "version": info.version, "characters": info.characters_path,
                   "plate_format": plate_format.pattern if plate_format else None},
         "recognizer": config.recognizer.__dict__,
-        "cameras": [{"id": c.id, "source": redact(c.source), "mode": c.mode, "rois": [r.id for r in c.rois]}
-                    for c in config.cameras],
+        "cameras": [{"id": c.id, "source": redact(c.source), "mode": c.mode, "rois": [r.id for r in c.rois],
+                     "decode": describe_decode(c)} for c in config.cameras],
         "mqtt": {"host": config.mqtt.host, "port": config.mqtt.port, "topic_prefix": config.mqtt.topic_prefix,
                  "username": config.mqtt.username, "password": "(set)" if (config.mqtt.password_env or
                                                                           config.mqtt.password_file) else None,
@@ -112,14 +113,23 @@ def _recognizer_from_args(args):
 
     info = load_model_info(args.model, args.characters)
     plate_format = plate_format_for(info, "" if args.plate_format == "none" else args.plate_format)
-    rc = RecognizerConfig(backend=args.backend, providers=args.providers.split(","), threads=args.threads)
+    rc = RecognizerConfig(backend=args.backend, providers=args.providers.split(","), threads=args.threads,
+                          engine_dir=args.engine_dir, max_batch=_largest_batch(args))
     return Recognizer(info, create_backend(args.backend, info, rc), plate_format)
+
+
+def _largest_batch(args):
+    """The TensorRT profile's max for evaluate/bench: the largest batch they run."""
+    sizes = getattr(args, "batch_sizes", None) or [args.batch if isinstance(getattr(args, "batch", None), int) else 64]
+    return min(256, max(sizes))
 
 
 def _add_recognizer_args(p):
     p.add_argument("--model", required=True, help="ONNX model")
     p.add_argument("--characters", help="characters list (default: found beside the model)")
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime",))
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
+                   help="tensorrt builds (or reuses) an engine in --engine-dir; ONNX Runtime where it cannot")
+    p.add_argument("--engine-dir", default="state/engines", help="TensorRT engine cache (backend tensorrt)")
     p.add_argument("--providers", default="CPUExecutionProvider", help="ONNX Runtime providers, comma-separated")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: backend default)")
     p.add_argument("--plate-format", metavar="PATTERN",
@@ -175,6 +185,7 @@ def cmd_bench(args):
 
     try:
         batches = [int(b) for b in args.batch.split(",")]
+        args.batch_sizes = batches  # the TensorRT profile's max: the largest batch measured
         recognizer = _recognizer_from_args(args)
         info = recognizer.model
     except (ModelError, ValueError) as exc:
@@ -237,6 +248,10 @@ def build_parser():
     p.add_argument("--seconds", type=float, default=3.0, help="seconds per batch size")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
     p.set_defaults(func=cmd_bench)
+
+    from edge.infer.commands import add_commands  # lpr-edge device, lpr-edge engines build|list|prune
+
+    add_commands(sub)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

@@ -53,12 +53,28 @@ venv_flags=()
 extras="opencv,onnx"
 if [ "$jetson" = 1 ]; then
     venv_flags+=(--system-site-packages)  # JetPack's cv2 (GStreamer) and tensorrt
-    extras="onnx"
+    extras=""
+    # NVIDIA's onnxruntime-gpu where installed: pip's CPU onnxruntime must not shadow it
+    if "$PYTHON" -c "import onnxruntime" 2>/dev/null; then
+        say "using the system's onnxruntime ($("$PYTHON" -c "import onnxruntime as o; print(o.__version__, ','.join(o.get_available_providers()))"))"
+    else
+        extras="onnx"
+    fi
+    "$PYTHON" -c "import tensorrt as t; print('install: JetPack TensorRT', t.__version__)" 2>/dev/null ||
+        say "JetPack's TensorRT does not import with $PYTHON (apt-get install python3-libnvinfer): the service will run on ONNX Runtime"
 fi
 install -d "$root"
 "$PYTHON" -m venv --clear "${venv_flags[@]}" "$root/venv"  # rebuilt on every install: it holds nothing else
 "$root/venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
-"$root/venv/bin/python" -m pip install -q ".[$extras]"
+"$root/venv/bin/python" -m pip install -q ".${extras:+[$extras]}"
+if [ "$jetson" = 1 ] && ! "$root/venv/bin/python" -c "import pycuda.driver" 2>/dev/null; then
+    # pycuda compiles against JetPack's CUDA (nvcc); without it the TensorRT backend falls back to ONNX Runtime
+    if PATH="/usr/local/cuda/bin:$PATH" "$root/venv/bin/python" -m pip install -q ".[tensorrt]"; then
+        say "pycuda built against $(/usr/local/cuda/bin/nvcc --version 2>/dev/null | tail -1)"
+    else
+        say "pycuda did not build (is /usr/local/cuda/bin/nvcc there?): the service will run on ONNX Runtime"
+    fi
+fi
 # data files the package looks for under <venv>/share/lpr-edge
 share="$root/venv/share/lpr-edge"
 install -d "$share/configs/schema" "$share/configs/devices"
@@ -103,6 +119,18 @@ if "$PREFIX/venv/bin/lpr-edge" check-config /etc/lpr-edge/config.yaml >/dev/null
     say "config and model checked"
 else
     say "the config does not check out yet: fix /etc/lpr-edge/config.yaml, then: systemctl restart lpr-edge"
+fi
+
+# 5b. what this device is, and its TensorRT engine built now (as the service user, into the unit's cache
+#     directory) so the first start does not spend minutes building it
+"$PREFIX/venv/bin/lpr-edge" device 2>&1 | sed 's/^/install: /' || true
+if [ "$jetson" = 1 ] || [ -e /dev/nvidia0 ]; then
+    if runuser -u lpr-edge -- env CACHE_DIRECTORY=/var/cache/lpr-edge STATE_DIRECTORY=/var/lib/lpr-edge \
+            "$PREFIX/venv/bin/lpr-edge" engines build --config /etc/lpr-edge/config.yaml; then
+        say "TensorRT engine ready in /var/cache/lpr-edge/engines"
+    else
+        say "no TensorRT engine built (above): the service runs on ONNX Runtime and /healthz says degraded"
+    fi
 fi
 
 # 6. enable and start where systemd runs

@@ -145,8 +145,10 @@ def us_model():
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped elsewhere, run on a GPU machine "
-                                       "(`pytest -m gpu tests/test_training.py`)")
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (and, for tests/test_tensorrt_gpu.py, TensorRT and "
+                                       "pycuda); skipped elsewhere, run on a GPU machine or a Jetson "
+                                       "(`pytest -m gpu tests/test_training.py tests/test_tensorrt_gpu.py`, "
+                                       "scripts/jetson-selftest.sh)")
 
 
 @pytest.fixture(scope="session", autouse=True)

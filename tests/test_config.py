@@ -126,15 +126,16 @@ def test_unknown_profile(tmp_path):
 
 
 def test_profiles_are_valid_and_detected(tmp_path):
-    for name in list_profiles():
-        assert load_profile(name)["recognizer"]["backend"] == "onnxruntime"
-    tree = tmp_path / "model"
-    tree.write_bytes(b"NVIDIA Jetson Nano Developer Kit\x00")
-    assert detect_profile(str(tree)) == "jetson-nano"
-    tree.write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\x00")
-    assert detect_profile(str(tree)) == "jetson-orin"
-    tree.write_bytes(b"NVIDIA Jetson Xavier NX Developer Kit\x00")
-    assert detect_profile(str(tree)) == "jetson-xavier-nx"
+    backends = {name: load_profile(name)["recognizer"]["backend"] for name in list_profiles()}
+    assert backends.pop("cpu") == "onnxruntime" and set(backends.values()) == {"tensorrt"}
+    tree = tmp_path / "proc" / "device-tree"
+    tree.mkdir(parents=True)
+    for model, profile in (("NVIDIA Jetson Nano Developer Kit", "jetson-nano"),
+                           ("NVIDIA Jetson AGX Orin Developer Kit", "jetson-agx-orin"),
+                           ("NVIDIA Jetson Xavier NX Developer Kit", "jetson-xavier-nx")):
+        (tree / "model").write_bytes(model.encode() + b"\x00")
+        assert detect_profile(str(tmp_path)) == profile
+    # every module's sample tree: tests/test_device.py
 
 
 def test_password_from_env_and_file(tmp_path, monkeypatch):

@@ -27,6 +27,7 @@ from collections import deque
 import cv2
 import numpy as np
 
+from edge.capture import hwdecode
 from edge.dataset import IMAGE_EXTENSIONS, read_image
 from edge.redact import redact
 
@@ -80,7 +81,7 @@ class VideoFileSource:
     def open(self):
         if not os.path.isfile(self.path):
             raise SourceError("%s: no such video file" % self.path)
-        self.cap = cv2.VideoCapture(self.path)
+        self.cap = hwdecode.open_capture("video", self.path) or cv2.VideoCapture(self.path)  # NVDEC on a Jetson
         if not self.cap.isOpened():
             raise SourceError("%s: OpenCV cannot open this video (unknown codec or not a video)" % self.path)
         fps = self.cap.get(cv2.CAP_PROP_FPS)
@@ -128,7 +129,7 @@ class VideoFileSource:
             if ok:
                 return ok, frame
         self.cap.release()
-        self.cap = cv2.VideoCapture(self.path)
+        self.cap = hwdecode.open_capture("video", self.path) or cv2.VideoCapture(self.path)
         ok, frame = self.cap.read() if self.cap.isOpened() else (False, None)
         if not ok:  # a looping source that cannot start again is an error to retry, never an end
             raise SourceError("%s: cannot read the video again from its start" % self.path)
@@ -209,6 +210,8 @@ class OpenCVSource:
         elif self.kind == "v4l2":
             self.cap = cv2.VideoCapture(self.location, cv2.CAP_V4L2)
         else:
+            self.cap = hwdecode.open_capture(self.kind, self.location)  # rtsp:// through NVDEC on a Jetson
+        if self.cap is None:
             params = []
             for name, value in (("CAP_PROP_OPEN_TIMEOUT_MSEC", self.open_timeout_ms),
                                 ("CAP_PROP_READ_TIMEOUT_MSEC", self.read_timeout_ms)):
@@ -362,6 +365,29 @@ def ffmpeg_available():
     return shutil.which("ffmpeg") is not None
 
 
+def _use_ffmpeg(decoder, kind, location):
+    """'auto': NVDEC through OpenCV's GStreamer on a Jetson that has it (GStreamer opens do not share
+    FFmpeg's process-wide lock), else an ffmpeg child where ffmpeg is installed, else OpenCV."""
+    if decoder != "auto":
+        return decoder == "ffmpeg"
+    return not hwdecode.pipelines(kind, location) and ffmpeg_available()
+
+
+def describe_decode(camera):
+    """How capture will decode a camera's source, for check-config (no credentials)."""
+    try:
+        kind, location = parse_uri(camera.source)
+    except SourceError as exc:
+        return str(exc)
+    if kind == "stream" and _use_ffmpeg(camera.decoder, kind, location):
+        return "an ffmpeg child process (open timeout %g s, stall timeout %g s)" % (camera.open_timeout_s,
+                                                                                   camera.stall_timeout_s)
+    if kind == "stream" and camera.decoder == "auto" and not ffmpeg_available() and not hwdecode.pipelines(kind, location):
+        return hwdecode.describe(kind, location) + "; ffmpeg is not installed (apt-get install ffmpeg) so one " \
+            "hanging stream open can delay the other cameras' opens"
+    return hwdecode.describe(kind, location)
+
+
 def open_source(camera):
     """The source object for a camera config (not yet opened)."""
     kind, location = parse_uri(camera.source)
@@ -369,6 +395,6 @@ def open_source(camera):
         return VideoFileSource(location, camera.pacing, camera.loop)
     if kind == "folder":
         return ImageFolderSource(location, camera.loop, camera.fps)
-    if kind == "stream" and camera.decoder != "opencv" and (camera.decoder == "ffmpeg" or ffmpeg_available()):
+    if kind == "stream" and _use_ffmpeg(camera.decoder, kind, location):
         return FFmpegStreamSource(location, camera.open_timeout_s, camera.stall_timeout_s)
     return OpenCVSource(kind, location, int(camera.open_timeout_s * 1000), int(camera.stall_timeout_s * 1000))

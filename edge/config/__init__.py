@@ -69,21 +69,12 @@ def schema_problems(data, schema):
     return [_describe(e) for e in errors]
 
 
-def detect_profile(model_file="/proc/device-tree/model"):
-    """'auto' profile: the Jetson module from the device tree, else an NVIDIA GPU, else the CPU."""
-    try:
-        with io.open(model_file, encoding="utf-8", errors="replace") as f:
-            model = f.read().strip("\x00\n ")
-    except (IOError, OSError):
-        model = ""
-    if model:
-        for name in list_profiles():
-            for needle in load_profile(name).get("match", []):
-                if needle.lower() in model.lower():
-                    return name
-    if os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version"):
-        return "x86-nvidia"
-    return "cpu"
+def detect_profile(root="/"):
+    """'auto' profile: the Jetson module from the device tree, else an NVIDIA GPU, else the CPU
+    (edge/infer/device.py; `root` is where a test's sample /proc and /etc trees are)."""
+    from edge.infer.device import detect
+
+    return detect(root).profile
 
 
 def list_profiles():

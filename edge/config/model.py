@@ -22,6 +22,13 @@ class RecognizerConfig:
     max_batch: int = 16
     max_wait_ms: float = 10.0
     threads: int = 0
+    # TensorRT (edge/infer/tensorrt_backend.py); engine_dir is resolved by config_from_dict
+    precision: str = "fp16"
+    opt_batch: Optional[int] = None
+    workspace_mb: int = 512
+    dla_core: int = -1
+    engine_dir: Optional[str] = None
+    engines_keep: int = 2
 
 
 @dataclass
@@ -203,7 +210,8 @@ def config_from_dict(data, schema, base_dir, profile_name, resolve):
         print_events=d["print_events"],
         exit_when_sources_end=d["exit_when_sources_end"],
         model=ModelConfig(**model),
-        recognizer=RecognizerConfig(**d["recognizer"]),
+        recognizer=RecognizerConfig(**dict(d["recognizer"], engine_dir=_engine_dir(d["recognizer"], state_dir,
+                                                                                  base_dir, resolve))),
         cameras=cameras,
         tracking=_tracking(with_defaults(d.get("tracking", {}), props["tracking"])),
         mqtt=MqttConfig(tls=tls, **mqtt),
@@ -213,6 +221,14 @@ def config_from_dict(data, schema, base_dir, profile_name, resolve):
         health=HealthConfig(**with_defaults(d.get("health", {}), props["health"])),
         base_dir=base_dir,
     )
+
+
+def _engine_dir(recognizer, state_dir, base_dir, resolve):
+    """TensorRT engines: recognizer.engine_dir, else the unit's cache directory, else <state_dir>/engines."""
+    if recognizer.get("engine_dir"):
+        return resolve(recognizer["engine_dir"], base_dir)
+    cache = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    return os.path.join(cache or state_dir, "engines")
 
 
 def _tracking(t):

@@ -8,12 +8,9 @@ from collections import namedtuple
 
 from edge.config.yamlload import load_yaml_text
 from edge.dataset import DatasetError, load_characters
+from edge.infer.base import ModelError  # noqa: F401 (defined with the backends every stage shares)
 
 ModelInfo = namedtuple("ModelInfo", "path characters_path characters name version sha256 entry")
-
-
-class ModelError(ValueError):
-    """A model file that cannot be used; the message names the file and the problem."""
 
 
 def sha256_file(path):

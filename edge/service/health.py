@@ -59,6 +59,9 @@ def check_app(app, stage_deadline_s, now=None):
     elif app.recognizer.invalid_ids:
         out.append(Component("recognizer", DEGRADED, "%d class ids beyond the characters list: wrong list for "
                              "this model?" % app.recognizer.invalid_ids))
+    elif getattr(app.recognizer.backend, "fallback_reason", None):  # [trt] tensorrt asked for, another backend runs
+        out.append(Component("recognizer", DEGRADED, "running on %s, not tensorrt: %s"
+                             % (app.recognizer.backend.name, app.recognizer.backend.fallback_reason)))
     else:
         out.append(Component("recognizer", OK, "%d crops in %d batches" % (worker.crops_read, worker.batches)))
     pub = app.publisher

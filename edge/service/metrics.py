@@ -101,6 +101,10 @@ class _AppCollector:
         connected = GaugeMetricFamily("lpr_edge_mqtt_connected", "1 while connected to the broker")
         connected.add_metric([], 1.0 if app.publisher.connected else 0.0)
         yield connected
+        backend = GaugeMetricFamily("lpr_edge_backend_info", "1 for the inference backend in use; fallback is 1 when "
+                                    "it runs in place of tensorrt (see /healthz for why)", labels=["backend", "fallback"])
+        backend.add_metric([app.recognizer.backend.name, "1" if app.recognizer.backend.fallback_reason else "0"], 1.0)
+        yield backend
         load = GaugeMetricFamily("lpr_edge_model_load_seconds",
                                  "Seconds to load the model (engine build included where the backend builds one)")
         load.add_metric([], app.model_load_seconds)

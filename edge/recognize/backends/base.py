@@ -1,4 +1,4 @@
-"""The backend interface every inference engine implements.
+"""The recognizer's backend interface (LPRNet's contract over an edge.infer session, see lprnet.py).
 
     backend.infer(batch)  float32 [N, C, 48, 96] in [0, 1]
         ->  (ids int [N, T], probs float32 [N, T], class_probs float32 [N, T, n_chars + 1] or None)
@@ -22,6 +22,7 @@ class Backend:
     max_batch = None
     providers = ()
     has_class_probs = False
+    fallback_reason = None  # why this runs on another backend than the config asked for (edge.infer)
 
     def infer(self, batch):
         raise NotImplementedError
