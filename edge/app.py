@@ -7,6 +7,7 @@ Stop (SIGTERM/SIGINT, or every source ended with exit_when_sources_end) ends wit
 the worker reads what is queued and closes open tracks, and the publisher publishes what the outbox
 holds until the deadline; what is left stays in the outbox for the next start.
 """
+import json
 import logging
 import os
 import signal
@@ -14,7 +15,7 @@ import threading
 import time
 
 from edge.capture import CaptureThread
-from edge.events import EventIds, build_event, encode, snapshot_jpeg
+from edge.events import EventIds, build_event, encode, frigate_payload, snapshot_jpeg
 from edge.outbox import CommitBuffer, Outbox, OutboxWriteError, path_state
 from edge import __version__
 from edge.events import utc_iso
@@ -57,6 +58,7 @@ class App:
         self.service_thread = None
         self._worker_outbox = None  # opened in the worker thread: SQLite connections are per thread
         self.commits = CommitBuffer()  # events a full disk could not take yet, retried in order
+        self.camera_fps = {}  # camera id -> frames/s over the service thread's last tick
 
     # --- init: everything that can fail on bad input, before any thread starts -----------------
     def init(self):
@@ -84,16 +86,19 @@ class App:
         if self.recognizer.backend.max_batch:
             max_batch = min(max_batch, self.recognizer.backend.max_batch * 4)
         self.worker = RecognizerWorker(self.recognizer, self.mailbox, tracker, self._emit, self.stop_event,
-                                       max_batch, cfg.recognizer.max_wait_ms, self.metrics, tick=self._retry_commits)
+                                       max_batch, cfg.recognizer.max_wait_ms, self.metrics, tick=self._retry_commits,
+                                       recent_reads=cfg.events.recent_reads)
         discovery = None
         if cfg.home_assistant.enabled:
             discovery = HomeAssistantDiscovery(cfg.home_assistant, self.topics, cfg.device_id,
                                                [c.id for c in cfg.cameras])
         self.publisher = MqttPublisher(cfg.mqtt, cfg.device_id, self.publisher_stop, cfg.outbox.path, limits,
-                                       print_events=cfg.print_events, status_fn=self.status, discovery=discovery)
+                                       print_events=cfg.print_events, status_fn=self.status, discovery=discovery,
+                                       retention_s=cfg.events.retention_h * 3600.0)
         self.metrics.attach(self)
         if cfg.health.port:
-            self.http = HealthServer(cfg.health.host, cfg.health.port, self.health_report, self.metrics.registry)
+            self.http = HealthServer(cfg.health.host, cfg.health.port, self.health_report, self.metrics.registry,
+                                     routes={"/snapshot.jpg": self.snapshot_page, "/reads": self.reads_page})
         self._apply_test_wedge(os.environ.get(TEST_WEDGE_ENV))
 
     def _apply_test_wedge(self, stage):
@@ -125,7 +130,8 @@ class App:
         extra = ()
         if mode == "topic" and jpeg is not None:  # same transaction: the snapshot is as durable as its event
             extra = ((event_id + ".snapshot", self.topics.snapshot(track.camera_id), jpeg, True),)
-        payload = encode(event)
+        payload = encode(event if self.config.events.format != "frigate" else
+                         frigate_payload(event, track.best.wall_time))
         try:
             outbox = self._outbox_for_worker()
         except OutboxWriteError as exc:
@@ -156,6 +162,7 @@ class App:
         depth = self.publisher.outbox_depth or (0, 0)
         return {
             "device_id": self.config.device_id,
+            "state": "stopped" if self.stop_event.is_set() else "running",
             "version": __version__,
             "timestamp": utc_iso(time.time()),
             "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0.0,
@@ -176,7 +183,48 @@ class App:
 
     # --- start / run / stop --------------------------------------------------------------------
     def health_report(self):
-        return health.report(health.check_app(self, self.config.health.stage_deadline_s))
+        report = health.report(health.check_app(self, self.config.health.stage_deadline_s))
+        report.update({"device_id": self.config.device_id, "version": __version__,
+                       "backend": self.recognizer.backend.name,
+                       "cameras": {c.camera.id: {"state": c.state, "frames": c.frames,
+                                                 "fps": round(self.camera_fps.get(c.camera.id, 0.0), 1)}
+                                   for c in self.captures}})
+        return report
+
+    # --- the installer's views (HTTP threads; they only read) --------------------------------------
+    def _capture(self, query):
+        ids = [c.camera.id for c in self.captures]
+        camera_id = query.get("camera") or (ids[0] if len(ids) == 1 else None)
+        for capture in self.captures:
+            if capture.camera.id == camera_id:
+                return capture, None
+        return None, (404, "text/plain", ("unknown camera %r: ?camera= one of %s\n" % (
+            query.get("camera"), ", ".join(ids))).encode("utf-8"))
+
+    def snapshot_page(self, query):
+        from edge.service.snapshot import annotate, jpeg
+
+        capture, error = self._capture(query)
+        if error:
+            return error
+        frame = capture.last_frame
+        if frame is None:
+            return 503, "text/plain", ("camera %s has sent no frame yet (%s)\n" % (capture.camera.id, capture.state)
+                                       ).encode("utf-8")
+        reads = list(self.worker.recent.get(capture.camera.id, ()))
+        return 200, "image/jpeg", jpeg(annotate(frame, capture.camera, reads))
+
+    def reads_page(self, query):
+        capture, error = self._capture(query)
+        if error:
+            return error
+        reads = list(self.worker.recent.get(capture.camera.id, ()))
+        try:
+            limit = max(1, int(query.get("n", len(reads) or 1)))
+        except ValueError:
+            return 400, "text/plain", b"n must be a number\n"
+        body = {"camera": capture.camera.id, "reads": reads[-limit:]}
+        return 200, "application/json", json.dumps(body, ensure_ascii=False).encode("utf-8")
 
     def start(self):
         self.started_at = time.time()
@@ -308,6 +356,7 @@ class ServiceThread(threading.Thread):
         usec = app.notifier.watchdog_usec
         self.interval = usec / 2e6 if usec else 5.0
         self._frames = None
+        self._per_camera = {}
         self._withholding = None
 
     def run(self):
@@ -321,6 +370,11 @@ class ServiceThread(threading.Thread):
         frames = sum(c.frames for c in app.captures)
         fps = (frames - self._frames) / self.interval if self._frames is not None else 0.0
         self._frames = frames
+        for c in app.captures:
+            before = self._per_camera.get(c.camera.id)
+            if before is not None:
+                app.camera_fps[c.camera.id] = (c.frames - before) / self.interval
+            self._per_camera[c.camera.id] = c.frames
         streaming = sum(1 for c in app.captures if c.state == "streaming")
         status = "%s: %d/%d cameras streaming, %.1f fps, outbox %d, mqtt %s" % (
             state, streaming, len(app.captures), fps, (app.publisher.outbox_depth or (0,))[0], app.publisher.state)

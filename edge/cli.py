@@ -202,6 +202,60 @@ def cmd_bench(args):
     return EXIT_OK
 
 
+def cmd_snapshot(args):
+    """A live frame of one camera with ROIs and a pixel grid drawn, as JPEG: what an installer sets ROIs from."""
+    import os
+    import time
+
+    from edge.capture.sources import SourceError, open_source
+    from edge.service.snapshot import annotate, jpeg
+
+    config = _load_config_or_exit(args.config, preflight=False)
+    if config is None:
+        return EXIT_CONFIG
+    cameras = {c.id: c for c in config.cameras}
+    camera = cameras.get(args.camera) if args.camera else (config.cameras[0] if len(cameras) == 1 else None)
+    if camera is None:
+        print("error: --camera: %s (cameras in %s: %s)" % ("unknown camera %r" % args.camera if args.camera else
+                                                             "say which", args.config, ", ".join(cameras)),
+              file=sys.stderr)
+        return EXIT_CONFIG
+    source = open_source(camera)
+    frame = None
+    try:
+        source.open()
+        settle = time.monotonic() + (0.0 if source.finite else 1.0)  # a live stream's first frames may be grey
+        while True:
+            item = source.read()
+            if item is None:
+                break
+            frame = item[1]
+            if time.monotonic() >= settle:
+                break
+    except SourceError as exc:
+        print("error: camera %s: %s" % (camera.id, exc), file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        source.close()
+    if frame is None:
+        print("error: camera %s: the source gave no frame" % camera.id, file=sys.stderr)
+        return EXIT_FAILURE
+    data = jpeg(annotate(frame, camera))
+    tmp = args.out + ".part"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, args.out)
+    except OSError as exc:
+        print("error: --out %s: %s" % (args.out, exc.strerror or exc), file=sys.stderr)
+        return EXIT_CONFIG
+    print("wrote %s: camera %s, %dx%d, %d ROI(s) drawn, grid every 50 px" % (
+        args.out, camera.id, frame.shape[1], frame.shape[0], len(camera.rois)))
+    return EXIT_OK
+
+
 def cmd_version(args):
     print("lpr-edge %s" % __version__)
     return EXIT_OK
@@ -252,6 +306,16 @@ def build_parser():
     from edge.infer.commands import add_commands  # lpr-edge device, lpr-edge engines build|list|prune
 
     add_commands(sub)
+
+    p = sub.add_parser("snapshot", help="grab a camera frame with its ROIs and a pixel grid drawn (JPEG)",
+                       description="Open one camera of a config, grab a live frame, draw its ROIs and a labelled "
+                                   "pixel grid on it, and write it as JPEG, to place ROIs from on a device with no "
+                                   "screen. The running daemon serves the same at /snapshot.jpg?camera=ID, with "
+                                   "the last reads drawn too.")
+    p.add_argument("--config", required=True, help="config YAML")
+    p.add_argument("--camera", help="camera id (may be left out when the config has one camera)")
+    p.add_argument("--out", required=True, help="JPEG file to write")
+    p.set_defaults(func=cmd_snapshot)
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)

@@ -78,6 +78,14 @@ def build_event(track, event_id, device_id, model_info, known=None, snapshot=Non
     return event
 
 
+def frigate_payload(event, wall_time):
+    """The event in the shape of Frigate's tracked_object_update for LPR, plus our id for dedup."""
+    x, y, w, h = event["plate_box"]
+    return {"type": "lpr", "id": event["id"], "name": event["known"], "plate": event["plate"],
+            "score": event["score"], "camera": event["camera"], "timestamp": round(wall_time, 3),
+            "plate_box": [x, y, x + w, y + h]}
+
+
 def encode(event):
     """Compact UTF-8 JSON."""
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -391,6 +391,8 @@ def describe_decode(camera):
 def open_source(camera):
     """The source object for a camera config (not yet opened)."""
     kind, location = parse_uri(camera.source)
+    if kind == "stream" and getattr(camera, "username", None):
+        location = camera.source_url()
     if kind == "video":
         return VideoFileSource(location, camera.pacing, camera.loop)
     if kind == "folder":

@@ -42,6 +42,7 @@ class CaptureThread(threading.Thread):
         self.reconnects = 0
         self.last_progress = time.monotonic()  # heartbeat for the watchdog
         self.blocked_bound_s = 0.0  # how long the source call now running may take by its own timeouts
+        self.last_frame = None  # the newest RGB frame (a reference; frames are new arrays), for /snapshot.jpg
         self._wait_for_room = self.source.finite and camera.pacing == "fast"
         self._retries = not self.source.finite or getattr(self.source, "loop", False)
         self.wedge = False  # test hook (LPR_EDGE_TEST_WEDGE=camera): stop making progress
@@ -136,6 +137,7 @@ class CaptureThread(threading.Thread):
             last_ts = ts
             seq += 1
             self.frames += 1
+            self.last_frame = frame
             crops = self.cropper.crops(frame)
             self.mailbox.put(self.camera.id, FrameCrops(self.camera.id, seq, ts, time.time(), crops),
                              wait=self._wait_for_room, stop_event=self.stop_event)

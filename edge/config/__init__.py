@@ -128,6 +128,7 @@ def _semantic_problems(data, base_dir):
                                 % (where, j, json.dumps(pts)))
         if "format" in cam:
             problems.extend(_regex_problem("%s.format" % where, cam["format"]))
+        problems.extend(_camera_credential_problems(where, cam, base_dir))
     if "format" in data.get("tracking", {}):
         problems.extend(_regex_problem("tracking.format", data["tracking"]["format"]))
     for i, rule in enumerate(data.get("tracking", {}).get("replace_rules", [])):
@@ -152,6 +153,28 @@ def _semantic_problems(data, base_dir):
             problems.append("mqtt.tls.%s: value %r is wrong: no such file" % (key, value))
     if mqtt.get("reconnect_min_s", 1) > mqtt.get("reconnect_max_s", 60):
         problems.append("mqtt.reconnect_min_s: value %r is wrong: larger than reconnect_max_s" % mqtt["reconnect_min_s"])
+    return problems
+
+
+def _camera_credential_problems(where, cam, base_dir):
+    has_password = "password_env" in cam or "password_file" in cam
+    if not (has_password or "username" in cam):
+        return []
+    problems = []
+    scheme, sep, rest = cam["source"].partition("://")
+    if not sep or scheme not in ("rtsp", "rtsps", "http", "https", "rtmp"):
+        problems.append("%s.username: only network sources (rtsp, http, ...) take credentials" % where)
+    elif "@" in rest.split("/", 1)[0]:
+        problems.append("%s.source: has credentials in it as well as username/password_*: keep them out of "
+                        "the URL" % where)
+    if has_password and "username" not in cam:
+        problems.append("%s.username: missing: password_env/password_file need a username" % where)
+    if "password_env" in cam and "password_file" in cam:
+        problems.append("%s.password_env: give password_env or password_file, not both" % where)
+    if "password_env" in cam and cam["password_env"] not in os.environ:
+        problems.append("%s.password_env: environment variable %r is not set" % (where, cam["password_env"]))
+    if "password_file" in cam and not os.path.isfile(_resolve(cam["password_file"], base_dir)):
+        problems.append("%s.password_file: value %r is wrong: no such file" % (where, cam["password_file"]))
     return problems
 
 

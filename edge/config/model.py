@@ -6,6 +6,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 
+def _read_secret(env_name, path):
+    if env_name:
+        return os.environ.get(env_name)
+    if path:
+        with io.open(path, encoding="utf-8") as f:
+            return f.readline().rstrip("\r\n")
+    return None
+
+
 @dataclass
 class ModelConfig:
     path: str
@@ -52,6 +61,24 @@ class CameraConfig:
     decoder: str = "auto"
     open_timeout_s: float = 10.0
     stall_timeout_s: float = 5.0
+    username: Optional[str] = None
+    password_env: Optional[str] = None
+    password_file: Optional[str] = None
+
+    def password(self):
+        """Read when the stream opens, so it never sits in the config object or its repr."""
+        return _read_secret(self.password_env, self.password_file)
+
+    def source_url(self):
+        """The source with the credentials put in (for the decoder only: never log or show it)."""
+        if not self.username:
+            return self.source
+        from urllib.parse import quote
+
+        scheme, rest = self.source.split("://", 1)
+        password = self.password()
+        userinfo = quote(self.username, safe="") + (":" + quote(password, safe="") if password else "")
+        return "%s://%s@%s" % (scheme, userinfo, rest)
 
 
 @dataclass
@@ -72,6 +99,9 @@ class TrackingConfig:
 class EventsConfig:
     snapshot: str = "none"
     snapshot_quality: int = 90
+    format: str = "lpr-edge"
+    retention_h: float = 0.0
+    recent_reads: int = 50
 
 
 @dataclass
@@ -117,12 +147,7 @@ class MqttConfig:
 
     def password(self):
         """The password, read when needed so it never sits in the config object or its repr."""
-        if self.password_env:
-            return os.environ.get(self.password_env)
-        if self.password_file:
-            with io.open(self.password_file, encoding="utf-8") as f:
-                return f.readline().rstrip("\r\n")
-        return None
+        return _read_secret(self.password_env, self.password_file)
 
 
 @dataclass
@@ -185,6 +210,8 @@ def config_from_dict(data, schema, base_dir, profile_name, resolve):
         cam = dict(cam)
         cam["rois"] = [RoiConfig(r["id"], [tuple(p) for p in r["points"]]) for r in cam.get("rois", [])]
         cam["source"] = _resolve_source(cam["source"], base_dir, resolve)
+        if cam.get("password_file"):
+            cam["password_file"] = resolve(cam["password_file"], base_dir)
         cameras.append(CameraConfig(**cam))
     mqtt = with_defaults(d.get("mqtt", {}), props["mqtt"])
     tls = mqtt.pop("tls", None)

@@ -222,6 +222,18 @@ class Outbox:
         with self._transaction():
             self.db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
+    def expire(self, max_age_s):
+        """Delete rows older than max_age_s (plate data kept no longer than the site allows); counted as dropped."""
+        return self._guarded(True, self._expire, time.time() - max_age_s)
+
+    def _expire(self, before):
+        with self._transaction():
+            gone = self.db.execute("DELETE FROM outbox WHERE created < ?", (before,)).rowcount
+            if gone:
+                self.db.execute("INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0)")
+                self.db.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped'", (gone,))
+        return gone
+
     def depth(self):
         """(events, payload bytes) waiting; snapshot rows are not events (see depth_detail)."""
         detail = self.depth_detail()

@@ -58,7 +58,7 @@ def describe_connect_error(exc):
 
 class MqttPublisher(threading.Thread):
     def __init__(self, config, device_id, stop_event, outbox_path, outbox_limits, print_events=False, out=None,
-                 status_fn=None, discovery=None):
+                 status_fn=None, discovery=None, retention_s=0.0):
         threading.Thread.__init__(self, name="mqtt", daemon=True)
         self.config = config
         self.stop_event = stop_event
@@ -82,6 +82,9 @@ class MqttPublisher(threading.Thread):
         self.outbox_snapshots = 0  # snapshot rows waiting (retained state, not events)
         self._depth_read = 0.0
         self.ack_error = None  # a full disk keeps acknowledged rows from being deleted: retried, said in health
+        self.retention_s = retention_s  # events.retention_h: unpublished plate data older than this is deleted
+        self.expired = 0
+        self._retention_checked = 0.0
         self._inflight = {}  # mid -> (seq, payload, topic, monotonic time sent)
         self._state_inflight = {}
         self.ack_stalled_s = 0.0  # how long the oldest event has waited for its PUBACK, while over ack_timeout_s
@@ -212,8 +215,22 @@ class MqttPublisher(threading.Thread):
         if self.outbox is None or (not force and now - self._depth_read < 0.5):
             return
         self._depth_read = now
+        if self.retention_s and now - self._retention_checked > 60.0:
+            self._retention_checked = now
+            self._expire_old()
         events, snapshots, size = self.outbox.depth_detail()
         self.outbox_depth, self.outbox_snapshots = (events, size), snapshots
+
+    def _expire_old(self):
+        try:
+            gone = self.outbox.expire(self.retention_s)
+        except OutboxWriteError as exc:
+            log.error("outbox: cannot delete rows past events.retention_h: %s", exc)
+            return
+        if gone:
+            self.expired += gone
+            log.warning("outbox: deleted %d unpublished rows older than events.retention_h (%.1f h)", gone,
+                        self.retention_s / 3600.0)
 
     def _apply_acks(self):
         if not self._acked:
@@ -384,9 +401,13 @@ class MqttPublisher(threading.Thread):
         try:
             if self.connected:
                 self.state = "stopping"
-                info = self.client.publish(self.topics.availability, OFFLINE, qos=1, retain=True)
+                infos = []
+                if self.status_fn is not None:  # the last word a late subscriber sees: stopped, with totals
+                    infos.append(self.client.publish(self.topics.status, json.dumps(self.status_fn(), sort_keys=True),
+                                                     qos=1, retain=True))
+                infos.append(self.client.publish(self.topics.availability, OFFLINE, qos=1, retain=True))
                 deadline = time.monotonic() + 1.0
-                while not info.is_published() and time.monotonic() < deadline:
+                while not all(i.is_published() for i in infos) and time.monotonic() < deadline:
                     self.client.loop(LOOP_TIMEOUT_S)
                 self._apply_acks()
                 self.client.disconnect()

@@ -1,6 +1,7 @@
 """The recognizer worker: one thread that batches crops across cameras (up to max_batch, waiting at most
 max_wait_ms once it holds one), runs LPRNet, and hands each read to the tracker; finished tracks become
 events committed to the outbox. It owns the recognizer, the tracker and its outbox connection."""
+import collections
 import logging
 import threading
 import time
@@ -11,11 +12,12 @@ from edge.track import PlateRead
 log = logging.getLogger("edge.recognize")
 
 IDLE_POLL_S = 0.2
+RECENT_READS = 50  # per camera, for /reads
 
 
 class RecognizerWorker(threading.Thread):
     def __init__(self, recognizer, mailbox, tracker, emit, stop_event, max_batch, max_wait_ms, metrics=None,
-                 tick=None):
+                 tick=None, recent_reads=RECENT_READS):
         threading.Thread.__init__(self, name="recognizer", daemon=True)
         self.recognizer = recognizer
         self.mailbox = mailbox
@@ -33,6 +35,8 @@ class RecognizerWorker(threading.Thread):
         self.error = None
         self.metrics = metrics
         self.wedge = False  # test hook (LPR_EDGE_TEST_WEDGE=recognizer): hang inside a batch
+        # camera -> its last reads, in memory only (personal data: events.recent_reads bounds it)
+        self.recent = collections.defaultdict(lambda: collections.deque(maxlen=recent_reads))
 
     def run(self):
         try:
@@ -98,6 +102,16 @@ class RecognizerWorker(threading.Thread):
                                    read.score, read.char_scores, crop.image, crop.box)
             for track in self.tracker.add(plate_read):
                 self.emit(track)
+            self._remember(plate_read)
+
+    def _remember(self, read):
+        reason = self.tracker.last_reason
+        entry = {"time": round(read.wall_time, 3), "roi": read.roi_id, "text": self.tracker.last_text,
+                 "raw": read.text, "score": round(read.score, 4), "kept": reason is None, "reason": reason or "kept"}
+        self.recent[read.camera_id].append(entry)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("camera %s roi %s: read %r score %.3f: %s", read.camera_id, read.roi_id, entry["text"],
+                      read.score, "kept" if reason is None else "rejected (%s)" % reason)
 
     def drain(self):
         """On stop: read what is queued and close every open track, so nothing recognized is lost."""

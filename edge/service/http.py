@@ -1,5 +1,6 @@
 """The local HTTP endpoint: GET /healthz (200 ok or degraded, 503 failed; JSON per component with its
-reason) and GET /metrics (Prometheus text format). Bound to 127.0.0.1 by default.
+reason), GET /metrics (Prometheus text format), and the installer's views the app adds as routes
+(/snapshot.jpg?camera=ID, /reads?camera=ID). Bound to 127.0.0.1 by default.
 
 Bounded, so a flood or a slow-loris cannot take the daemon's threads and file descriptors: at most
 MAX_CONNECTIONS at once (a new connection closes the oldest open one, which a slow client holds, so a
@@ -13,6 +14,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
+from urllib.parse import parse_qsl
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -79,9 +81,11 @@ class _Server(ThreadingMixIn, HTTPServer):  # http.server.ThreadingHTTPServer is
 
 
 class HealthServer:
-    def __init__(self, host, port, health_fn, registry):
+    def __init__(self, host, port, health_fn, registry, routes=None):
+        """`routes`: extra GET paths, each fn(query dict) -> (status code, content type, body bytes)."""
         self.health_fn = health_fn
         self.registry = registry
+        self.routes = dict(routes or {})
         handler = self._handler()
         try:
             self.server = _Server((host, port), handler)
@@ -103,15 +107,18 @@ class HealthServer:
             timeout = REQUEST_DEADLINE_S  # per read; the reaper bounds the whole connection
 
             def do_GET(self):
-                path = self.path.split("?", 1)[0]
-                if path == "/healthz":
+                path, _, query = self.path.partition("?")
+                if path in outer.routes:
+                    self._send(*outer.routes[path](dict(parse_qsl(query))))
+                elif path == "/healthz":
                     body = outer.health_fn()
                     data = json.dumps(body, sort_keys=True).encode("utf-8")
                     self._send(503 if body["status"] == FAILED else 200, "application/json", data)
                 elif path == "/metrics":
                     self._send(200, CONTENT_TYPE_LATEST, generate_latest(outer.registry))
                 else:
-                    self._send(404, "text/plain", b"not found: try /healthz or /metrics\n")
+                    self._send(404, "text/plain", ("not found: try /healthz, /metrics, %s\n" % ", ".join(
+                        sorted(outer.routes))).encode("utf-8"))
 
             def _send(self, code, ctype, data):
                 try:

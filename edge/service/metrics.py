@@ -91,6 +91,10 @@ class _AppCollector:
                                  "Events the outbox could not take (disk full), held in memory and retried")
         held.add_metric([], len(app.commits.held))
         yield held
+        expired = CounterMetricFamily("lpr_edge_outbox_expired",
+                                      "Unpublished outbox rows deleted because they were older than events.retention_h")
+        expired.add_metric([], app.publisher.expired)
+        yield expired
         failures = CounterMetricFamily("lpr_edge_outbox_commit_failures",
                                        "Outbox commits that failed (disk full or I/O error) and were retried")
         failures.add_metric([], app.commits.failures)

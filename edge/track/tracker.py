@@ -75,6 +75,8 @@ class Tracker:
         self.tracks = collections.defaultdict(list)  # (camera, roi) -> open tracks
         self.rejected = collections.Counter()  # reason -> reads
         self.dropped_tracks = 0  # tracks that ended with fewer than min_reads reads
+        self.last_reason = None
+        self.last_text = None
 
     def _format(self, camera_id):
         return self.formats.get(camera_id, self.default_format)
@@ -108,6 +110,8 @@ class Tracker:
         key = (read.camera_id, read.roi_id)
         out = self._expire(key, read.timestamp)
         reason = self.reject_reason(read)
+        self.last_reason = reason  # why the read just taken was rejected (None: it joined a track)
+        self.last_text = read.text  # after replace_rules
         if reason:
             self.rejected[reason] += 1
             return out
