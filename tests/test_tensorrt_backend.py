@@ -189,6 +189,7 @@ def test_dla_where_the_module_has_it_else_gpu_with_a_warning(tmp_path, monkeypat
     session.close()
     assert rec.args("config.default_device_type") == [(trt.DeviceType.DLA,)] and rec.args("config.DLA_core") == [(1,)]
     assert (trt.BuilderFlag.GPU_FALLBACK,) in rec.args("config.set_flag")
+    assert rec.args("runtime.DLA_core") == [(1,)]  # set before the engine deserializes
     assert rec.args("profile.set_shape") == [("image_input", (8, 3, 48, 96), (8, 3, 48, 96), (8, 3, 48, 96))]
     assert session.fixed_batch and session.record["parts"]["dla_core"] == 1
     assert ids.shape == (3, 24) and rec.args("context.set_input_shape")[-1] == ("image_input", (8, 3, 48, 96))
@@ -198,6 +199,13 @@ def test_dla_where_the_module_has_it_else_gpu_with_a_warning(tmp_path, monkeypat
     session.close()
     assert "DLA core 0 but this device has no DLA" in caplog.text and session.record["parts"]["dla_core"] == -1
     assert not rec.args("config.DLA_core")
+    # FP32 on a DLA: DLA runs FP16/INT8 only, so the GPU
+    _, rec = fake_tensorrt.install(monkeypatch, "8.6", dla_cores=2)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        session = TensorRTSession(model, options(tmp_path, dla_core=0, precision="fp32"))
+    session.close()
+    assert "needs an FP16 build" in caplog.text and not rec.args("config.DLA_core")
 
 
 def test_dla_engine_pads_batches_through_the_recognizer(tmp_path, monkeypatch):
