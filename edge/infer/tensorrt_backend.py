@@ -21,7 +21,6 @@ import logging
 import os
 import queue
 import threading
-import time
 
 import numpy as np
 
