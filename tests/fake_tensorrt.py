@@ -248,6 +248,11 @@ def make_fakes(generation, gpu_name="NVIDIA Tegra X1", compute_capability=(5, 3)
             rec("Runtime")
             self.logger = logger
 
+        def __setattr__(self, name, value):
+            if name != "logger":
+                rec("runtime." + name, value)
+            object.__setattr__(self, name, value)
+
         def deserialize_cuda_engine(self, plan):
             rec("deserialize_cuda_engine", len(plan))
             plan = bytes(plan)

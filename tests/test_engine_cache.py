@@ -188,7 +188,7 @@ def test_sigkill_in_the_middle_of_the_write_leaves_no_engine(tmp_path):
 
 def test_two_processes_at_once_build_once(tmp_path):
     folder, builds = str(tmp_path / "engines"), str(tmp_path / "builds.log")
-    children = [subprocess.Popen([sys.executable, CHILD, folder, "build", builds, "1.5"], stdout=subprocess.PIPE,
+    children = [subprocess.Popen([sys.executable, CHILD, folder, "build", builds, "3"], stdout=subprocess.PIPE,
                                  universal_newlines=True) for _ in range(2)]
     records = [json.loads(c.communicate(timeout=60)[0]) for c in children]
     assert [c.returncode for c in children] == [0, 0]

@@ -189,6 +189,7 @@ def test_dla_where_the_module_has_it_else_gpu_with_a_warning(tmp_path, monkeypat
     session.close()
     assert rec.args("config.default_device_type") == [(trt.DeviceType.DLA,)] and rec.args("config.DLA_core") == [(1,)]
     assert (trt.BuilderFlag.GPU_FALLBACK,) in rec.args("config.set_flag")
+    assert rec.args("runtime.DLA_core") == [(1,)]  # set before the engine deserializes
     assert rec.args("profile.set_shape") == [("image_input", (8, 3, 48, 96), (8, 3, 48, 96), (8, 3, 48, 96))]
     assert session.fixed_batch and session.record["parts"]["dla_core"] == 1
     assert ids.shape == (3, 24) and rec.args("context.set_input_shape")[-1] == ("image_input", (8, 3, 48, 96))
@@ -198,6 +199,13 @@ def test_dla_where_the_module_has_it_else_gpu_with_a_warning(tmp_path, monkeypat
     session.close()
     assert "DLA core 0 but this device has no DLA" in caplog.text and session.record["parts"]["dla_core"] == -1
     assert not rec.args("config.DLA_core")
+    # FP32 on a DLA: DLA runs FP16/INT8 only, so the GPU
+    _, rec = fake_tensorrt.install(monkeypatch, "8.6", dla_cores=2)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        session = TensorRTSession(model, options(tmp_path, dla_core=0, precision="fp32"))
+    session.close()
+    assert "needs an FP16 build" in caplog.text and not rec.args("config.DLA_core")
 
 
 def test_dla_engine_pads_batches_through_the_recognizer(tmp_path, monkeypatch):
@@ -272,8 +280,8 @@ def test_status_says_building_while_the_engine_builds_before_ready(tmp_path, mon
         notify.poll(0.3)
         statuses = [f["STATUS"] for _, f in notify.messages if "STATUS" in f]
         building = [s for s in statuses if s.startswith("building TensorRT engine for us_lprnet_baseline10_mid.onnx (")]
-        seconds = [int(s.rsplit("(", 1)[1].split()[0]) for s in building]
-        assert len(building) >= 3 and seconds == sorted(seconds) and seconds[-1] >= 1, statuses  # the clock runs
+        seconds = [int(b.rsplit("(", 1)[1].split()[0]) for b in building]
+        assert len(building) >= 3 and seconds == sorted(seconds) and seconds[-1] >= 1, statuses  # the count goes up
         assert len(notify.times("EXTEND_TIMEOUT_USEC")) >= 4 and not notify.times("READY")
         assert app.recognizer.backend.name == "tensorrt" and rec.count("build_serialized_network") == 1
     finally:

@@ -4,7 +4,6 @@ degraded with that reason, the status topic and /metrics show the backend in use
 sample is published. A real daemon, a real mosquitto, real HTTP."""
 import json
 import signal
-import sys
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families

@@ -3,7 +3,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 

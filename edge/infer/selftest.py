@@ -9,7 +9,6 @@ and any given, e.g. NVIDIA's us_lprnet_baseline18_deployable.onnx, which the pub
 """
 import argparse
 import glob
-import io
 import json
 import os
 import sys
@@ -19,6 +18,7 @@ import numpy as np
 
 from edge import resources
 from edge.infer.base import BackendUnavailable, InferOptions, ModelError
+from edge.infer.engine_cache import atomic_write
 
 BATCHES = (1, 8, 16, 32, 64, 128)
 # NGC LPRNet model card, trtexec FP16, inference only, baseline18: (plates/s, at batch)
@@ -114,10 +114,9 @@ def main(argv=None):
     report["tensorrt"] = ok[0]["engine"]["tensorrt"] if ok else None
     report["published"] = published_for(device, report["gpu"])
     os.makedirs(args.out, exist_ok=True)
-    with io.open(os.path.join(args.out, "selftest.json"), "w", encoding="utf-8") as f:
-        f.write(json.dumps(report, indent=1, sort_keys=True))
-    with io.open(os.path.join(args.out, "selftest.md"), "w", encoding="utf-8") as f:
-        f.write(markdown(report))
+    atomic_write(os.path.join(args.out, "selftest.json"), json.dumps(report, indent=1, sort_keys=True).encode("utf-8"),
+                 0o644)
+    atomic_write(os.path.join(args.out, "selftest.md"), markdown(report).encode("utf-8"), 0o644)
     print(markdown(report))
     return 0 if ok else 1
 

@@ -21,7 +21,6 @@ import logging
 import os
 import queue
 import threading
-import time
 
 import numpy as np
 
@@ -129,6 +128,10 @@ class BuildPlan:
             self.notes.append("the profile asks for DLA core %d but this device has %s; building for the GPU"
                               % (self.dla_core, "%d DLA cores" % dla_cores if dla_cores else "no DLA"))
             self.dla_core = -1
+        elif self.dla_core >= 0 and not self.fp16_flag:  # DLA runs FP16 and INT8 only
+            self.notes.append("DLA core %d needs an FP16 build (precision fp16 with the builder's FP16 flag); "
+                              "building for the GPU" % self.dla_core)
+            self.dla_core = -1
         lo, opt, hi = options.batch_profile()
         if self.dla_core >= 0:  # DLA runs static shapes only (DeepStream builds DLA engines min = max)
             lo = opt = hi
@@ -219,8 +222,13 @@ class TensorRTSession(Session):
             log.warning("backend tensorrt: %s", note)
         parts = self.key_parts()
         self.runtime = trt.Runtime(self.logger)
+        if self.plan.dla_core >= 0:  # a DLA engine deserializes only onto the core it was built for
+            self.runtime.DLA_core = self.plan.dla_core
         try:
-            self.engine, self.record = self.cache.get_or_build(parts, lambda: self._build(builder), self._deserialize)
+            # STATUS= while another process holds the cache's lock for its build, then while we build
+            with progress.activity("loading TensorRT engine for %s" % os.path.basename(self.path)):
+                self.engine, self.record = self.cache.get_or_build(parts, lambda: self._build(builder),
+                                                                   self._deserialize)
         except engine_cache.EngineCacheError as exc:
             raise BackendUnavailable(str(exc))
         log.info("TensorRT %s engine for %s: %s (%s, batch %s, %s)", trt.__version__, os.path.basename(self.path),
@@ -395,10 +403,12 @@ class TensorRTSession(Session):
         return [out[name][0].reshape(out[name][1]).copy() for name in names]
 
     def _teardown(self):
+        """Everything CUDA goes while our context is current: device and page-locked buffers, the stream,
+        and TensorRT's context, engine and runtime."""
         for dev in getattr(self, "_dev", {}).values():
             dev.free()
-        self._dev = {}
-        for attr in ("context", "engine", "runtime"):  # TensorRT objects go while the CUDA context is current
+        self._dev, self._host = {}, {}
+        for attr in ("stream", "context", "engine", "runtime"):
             if hasattr(self, attr):
                 setattr(self, attr, None)
 
