@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-CONFIG ?= configs/demo.yaml
+# DEMO=loop plays the sample again and again (to watch events from another shell); the default plays it once.
+DEMO ?= once
+CONFIG ?= $(if $(filter loop,$(DEMO)),configs/demo-loop.yaml,configs/demo.yaml)
 # paho-mqtt 1.6 lives beside the venv so tests can prove the 1.x API still works.
 PAHO16 := $(VENV)/paho16
 # Python 3.6 (JetPack 4.6): where an interpreter exists, the device code's tests also run on it.
@@ -13,11 +15,13 @@ VENV36 := .venv36
 .PHONY: help setup setup-train system-deps run test lint vermin sample train-us train-ch finetune-us finetune-ch evaluate install uninstall clean test-py36 selftest
 
 help:
-	@echo "make run         set up, start a local broker if needed, run the demo (configs/demo.yaml)"
+	@echo "make run         set up, start a local broker if needed, run the demo (configs/demo.yaml); DEMO=loop repeats it"
 	@echo "make test        set up and run the whole test suite"
 	@echo "make train-us    pretrain the US model on synthetic plates (a GPU when torch sees one; ~4 h on 2 CPU cores)"
 	@echo "make train-ch    pretrain the CH model on synthetic plates (a GPU when torch sees one; ~4 h on 2 CPU cores)"
 	@echo "make finetune-us fine-tune the US model on half of ../shared/data/real/us"
+	@echo "make finetune-ch fine-tune the CH model on half of ../shared/data/real/ch"
+	@echo "make sample      draw the sample video samples/gate_us.mp4 again"
 	@echo "make evaluate    accuracy of the shipped models on the held-out real crops"
 	@echo "make install     install the systemd service under /opt/lpr-edge (DESTDIR=... to stage)"
 	@echo "make selftest    on a Jetson / NVIDIA GPU: detect it, run the gpu tests, plates/s per batch (TensorRT)"
@@ -42,7 +46,9 @@ setup-train: system-deps $(VENV)/.setup-train
 system-deps:
 	@bash scripts/system-deps.sh
 
-run: setup
+# the demo needs only a broker (and mosquitto_sub to watch it); the tests' packages come with `make test`
+run: $(VENV)/.setup
+	@bash scripts/system-deps.sh demo
 	@bash scripts/ensure-broker.sh 127.0.0.1 1883
 	$(BIN)/lpr-edge run --config $(CONFIG)
 

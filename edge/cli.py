@@ -72,6 +72,7 @@ def cmd_check_config(args):
     from edge.recognize.model import ModelError, load_model_info
     from edge.recognize.recognizer import plate_format_for
     from edge.capture.sources import describe_decode
+    from edge.config.preflight import warnings_for
     from edge.redact import redact
 
     config = _load_config_or_exit(args.config_option or args.config)
@@ -85,21 +86,19 @@ def cmd_check_config(args):
     except ModelError as exc:
         print("config error:\n  model: %s" % exc, file=sys.stderr)
         return EXIT_CONFIG
-    summary = {
-        "device_id": config.device_id,
-        "device_profile": config.device_profile,
-        "model": {"path": info.path, "name": info.name, "version": info.version, "characters": info.characters_path,
-                  "plate_format": plate_format.pattern if plate_format else None},
-        "recognizer": config.recognizer.__dict__,
-        "cameras": [{"id": c.id, "source": redact(c.source), "mode": c.mode, "rois": [r.id for r in c.rois],
-                     "decode": describe_decode(c)} for c in config.cameras],
-        "mqtt": {"host": config.mqtt.host, "port": config.mqtt.port, "topic_prefix": config.mqtt.topic_prefix,
-                 "username": config.mqtt.username, "password": "(set)" if (config.mqtt.password_env or
-                                                                          config.mqtt.password_file) else None,
-                 "tls": config.mqtt.tls is not None},
-        "outbox": config.outbox.path,
-    }
+    summary = config.as_dict()  # every effective setting, defaults and the device profile merged in
+    summary["model"].update({"path": info.path, "name": info.name, "version": info.version,
+                             "characters": info.characters_path,
+                             "plate_format": plate_format.pattern if plate_format else None})
+    for camera, shown in zip(config.cameras, summary["cameras"]):
+        shown["source"] = redact(camera.source)
+        shown["decode"] = describe_decode(camera)
+        shown["password"] = "(set)" if (camera.password_env or camera.password_file) else None
+    summary["mqtt"]["password"] = "(set)" if (config.mqtt.password_env or config.mqtt.password_file) else None
+    summary["warnings"] = warnings_for(config)
     print(json.dumps(summary, indent=2, ensure_ascii=False))
+    for warning in summary["warnings"]:
+        print("warning: %s" % warning, file=sys.stderr)
     print("config OK: %s" % (args.config_option or args.config))
     return EXIT_OK
 
@@ -183,8 +182,13 @@ def cmd_bench(args):
     from edge.bench import bench
     from edge.recognize.model import ModelError
 
+    if args.seconds <= 0:
+        print("error: --seconds must be more than 0 (got %g)" % args.seconds, file=sys.stderr)
+        return EXIT_CONFIG
     try:
         batches = [int(b) for b in args.batch.split(",")]
+        if min(batches) < 1:
+            raise ValueError("--batch sizes must be at least 1 (got %s)" % args.batch)
         args.batch_sizes = batches  # the TensorRT profile's max: the largest batch measured
         recognizer = _recognizer_from_args(args)
         info = recognizer.model

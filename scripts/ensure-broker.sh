@@ -24,7 +24,7 @@ conf=state/mosquitto-demo.conf
 printf 'listener %s %s\nallow_anonymous true\npersistence false\n' "$port" "$host" > "$conf"
 "$bin" -c "$conf" -d
 for _ in $(seq 1 50); do
-    listening && { echo "broker: started mosquitto on $host:$port"; exit 0; }
+    listening && { echo "broker: started mosquitto on $host:$port; it keeps running after the demo (stop it: pkill -f $conf)"; exit 0; }
     sleep 0.1
 done
 echo "broker: mosquitto did not come up on $host:$port" >&2

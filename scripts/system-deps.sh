@@ -1,9 +1,23 @@
 #!/usr/bin/env bash
 # Debian packages the daemon's tests and demo need: a real mosquitto broker, fonts for the
 # synthetic plate generator, ffmpeg for the sample video, systemd-analyze, openssl and GStreamer's RTSP server for the tests. Installs what is missing when run as root, else says what to install.
+# `system-deps.sh demo` installs only what `make run` needs: a broker and its command-line clients.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)  # the README's way to watch events
+if [ "${1:-all}" = demo ]; then
+    [ ${#need[@]} -eq 0 ] && exit 0
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "system-deps: installing ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null || true
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+        exit 0
+    fi
+    echo "system-deps: missing Debian packages: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2
+    exit 1
+fi
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] || need+=(fonts-dejavu-core)
 [ -e /usr/share/fonts/truetype/liberation/LiberationSansNarrow-Bold.ttf ] || need+=(fonts-liberation)
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)

@@ -36,11 +36,13 @@ def problems(tmp_path, extra="", base=BASE):
 
 
 def test_demo_config_is_valid():
-    config = load_config(os.path.join(ROOT, "configs", "demo.yaml"))
-    assert config.cameras[0].id == "gate"
-    assert config.mqtt.port == 1883
-    assert config.tracking.min_reads == 3
-    assert config.model.path.endswith("models/us_lprnet_baseline10_mid.onnx")
+    for name, loops in (("demo.yaml", False), ("demo-loop.yaml", True)):
+        config = load_config(os.path.join(ROOT, "configs", name))
+        assert config.cameras[0].id == "gate" and config.cameras[0].loop == loops
+        assert config.exit_when_sources_end != loops
+        assert config.mqtt.port == 1883
+        assert config.tracking.min_reads == 3
+        assert config.model.path.endswith("models/us_lprnet_baseline10_mid.onnx")
 
 
 def test_defaults_come_from_schema_and_profile(tmp_path):
@@ -165,3 +167,34 @@ def test_cli_bad_arguments_exit_2():
     assert run_cli("frobnicate").returncode == 2
     result = run_cli("run", "--config", "/nope.yaml")
     assert result.returncode == 2 and "cannot read" in result.stderr
+
+
+def test_self_intersecting_roi(tmp_path):
+    bow_tie = BASE.replace("[[255, 229], [385, 224], [387, 291], [257, 294]]", "[[255, 229], [387, 291], [385, 224], [257, 294]]")
+    assert "crosses itself" in problems(tmp_path, "", bow_tie) and "cameras[0].rois[0].points" in problems(tmp_path, "", bow_tie)
+
+
+def test_check_config_prints_every_effective_setting_and_what_will_not_work_here(tmp_path, us_model):
+    base = BASE.replace("{model}", us_model)
+    path = cfg(tmp_path, "recognizer:\n  providers: [CUDAExecutionProvider, CPUExecutionProvider]\n", base)
+    result = run_cli("check-config", "--config", path, "--skip-model")  # as `run --config FILE`
+    assert result.returncode == 0, result.stderr
+    summary = __import__("json").loads(result.stdout[:result.stdout.rindex("}") + 1])
+    for key in ("tracking", "events", "home_assistant", "health", "mqtt", "outbox", "recognizer", "state_dir"):
+        assert key in summary, key
+    assert summary["cameras"][0]["rois"][0]["points"] == [[255, 229], [385, 224], [387, 291], [257, 294]]
+    assert summary["tracking"]["min_reads"] >= 1 and "decode" in summary["cameras"][0]
+    assert "CUDAExecutionProvider" in result.stderr and "warning:" in result.stderr
+    csi = cfg(tmp_path, "", base.replace("{root}/samples/gate_us.mp4", "csi://0"))
+    for args in (("check-config", csi, "--skip-model"), ("run", "--config", csi)):
+        result = run_cli(*args)
+        if "GStreamer:                   YES" in __import__("cv2").getBuildInformation():
+            pytest.skip("this OpenCV has GStreamer")
+        assert result.returncode == 2 and "cameras[0].source" in result.stderr and "no GStreamer" in result.stderr
+
+
+def test_a_model_given_as_the_config_is_a_clear_error(us_model):
+    for args in (("check-config", us_model), ("run", "--config", us_model)):
+        result = run_cli(*args)
+        assert result.returncode == 2 and "not a YAML text file" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr

@@ -126,6 +126,10 @@ def _semantic_problems(data, base_dir):
             if abs(area) / 2.0 < 16:
                 problems.append("%s.rois[%d].points: value %s is wrong: the four points enclose no area"
                                 % (where, j, json.dumps(pts)))
+            elif _self_intersecting(pts):
+                problems.append("%s.rois[%d].points: value %s is wrong: the outline crosses itself (give the "
+                                "corners in order: top-left, top-right, bottom-right, bottom-left)"
+                                % (where, j, json.dumps(pts)))
         if "format" in cam:
             problems.extend(_regex_problem("%s.format" % where, cam["format"]))
         problems.extend(_camera_credential_problems(where, cam, base_dir))
@@ -154,6 +158,28 @@ def _semantic_problems(data, base_dir):
     if mqtt.get("reconnect_min_s", 1) > mqtt.get("reconnect_max_s", 60):
         problems.append("mqtt.reconnect_min_s: value %r is wrong: larger than reconnect_max_s" % mqtt["reconnect_min_s"])
     return problems
+
+
+def _self_intersecting(points):
+    """True when two non-adjacent edges of the closed polygon cross (a bow tie)."""
+    n = len(points)
+    edges = [(points[k], points[(k + 1) % n]) for k in range(n)]
+    for a in range(n):
+        for b in range(a + 1, n):
+            if b == a + 1 or (a == 0 and b == n - 1):
+                continue
+            if _segments_cross(edges[a], edges[b]):
+                return True
+    return False
+
+
+def _segments_cross(e, f):
+    def side(p, q, r):
+        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+
+    (p1, p2), (p3, p4) = e, f
+    d1, d2, d3, d4 = side(p3, p4, p1), side(p3, p4, p2), side(p1, p2, p3), side(p1, p2, p4)
+    return d1 * d2 < 0 and d3 * d4 < 0
 
 
 def _camera_credential_problems(where, cam, base_dir):

@@ -20,6 +20,23 @@ def preflight_problems(config, bind_health=True):
     return problems
 
 
+def warnings_for(config):
+    """What will work, but not as the config hopes (check-config prints these; run logs them at start)."""
+    out = []
+    if config.recognizer.backend == "onnxruntime":
+        try:
+            import onnxruntime
+
+            have = set(onnxruntime.get_available_providers())
+        except ImportError:
+            have = set()
+        missing = [p for p in config.recognizer.providers if p not in have]
+        if missing:
+            out.append("recognizer.providers: this ONNX Runtime lacks %s (it has %s): those are skipped"
+                       % (", ".join(missing), ", ".join(sorted(have)) or "none"))
+    return out
+
+
 def _state_dir_problems(config):
     problems = []
     for key, folder in (("state_dir", config.state_dir), ("outbox.path", os.path.dirname(config.outbox.path))):
@@ -53,6 +70,14 @@ def _source_problems(key, camera):
         kind, location = parse_uri(camera.source)
     except SourceError as exc:
         return ["%s: value %r is wrong: %s" % (key, redact(camera.source), exc)]
+    if kind in ("csi", "gst"):
+        from edge.capture.hwdecode import opencv_has_gstreamer
+
+        if not opencv_has_gstreamer():
+            return ["%s: value %r is wrong: this OpenCV has no GStreamer, which %s:// sources need (pip's "
+                    "opencv-python has none: on a Jetson use JetPack's OpenCV through a venv made with "
+                    "--system-site-packages)" % (key, redact(camera.source), kind)]
+        return []
     if kind not in ("video", "folder"):
         return []
     source = open_source(camera)

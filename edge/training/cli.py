@@ -75,8 +75,11 @@ def _export(args):
 def _synth(args):
     import cv2
 
-    from edge.training.train import generate_synthetic
+    from edge.training.synthset import generate_synthetic
 
+    if args.count < 1:
+        print("error: --count must be at least 1 (got %d)" % args.count, file=sys.stderr)
+        return 2
     images, labels = generate_synthetic(args.region, args.count, args.seed)
     os.makedirs(os.path.join(args.out, "image"), exist_ok=True)
     os.makedirs(os.path.join(args.out, "label"), exist_ok=True)
