@@ -18,7 +18,7 @@ def _print_config_error(lines):
     print("config error:\n%s" % "\n".join("  " + line for line in lines), file=sys.stderr)
 
 
-def _load_config_or_exit(path, preflight=True):
+def _load_config_or_exit(path, preflight=True, bind_health=True):
     """The config, checked against this machine too (state dir, health port, source files); None after
     printing every problem (the caller exits 2)."""
     from edge.config import ConfigError, load_config
@@ -29,7 +29,7 @@ def _load_config_or_exit(path, preflight=True):
     except ConfigError as exc:
         _print_config_error(str(exc).splitlines())
         return None
-    problems = preflight_problems(config) if preflight else []
+    problems = preflight_problems(config, bind_health) if preflight else []
     if problems:
         _print_config_error("%s: %s" % (path, p) for p in problems)
         return None
@@ -75,7 +75,7 @@ def cmd_check_config(args):
     from edge.config.preflight import warnings_for
     from edge.redact import redact
 
-    config = _load_config_or_exit(args.config_option or args.config)
+    config = _load_config_or_exit(args.config_option or args.config, bind_health=not args.skip_port)
     if config is None:
         return EXIT_CONFIG
     try:
@@ -281,6 +281,8 @@ def build_parser():
     p.add_argument("config", nargs="?", help="config YAML")
     p.add_argument("--config", dest="config_option", metavar="FILE", help="config YAML (as `run --config FILE`)")
     p.add_argument("--skip-model", action="store_true", help="do not load the model into the backend")
+    p.add_argument("--skip-port", action="store_true",
+                   help="do not check that health.port is free (the running daemon holds it)")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("evaluate", help="accuracy of a model on labelled plate crops",

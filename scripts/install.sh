@@ -115,7 +115,9 @@ say "unit installed as $UNITDIR/lpr-edge.service"
 
 # 5. check the config and load the model once (builds a TensorRT engine where the backend has one)
 install -d -o lpr-edge -g lpr-edge -m 0700 /var/lib/lpr-edge /var/cache/lpr-edge
-if "$PREFIX/venv/bin/lpr-edge" check-config /etc/lpr-edge/config.yaml >/dev/null; then
+skip_port=()  # an upgrade: the running service holds health.port
+systemctl is-active --quiet lpr-edge 2>/dev/null && skip_port=(--skip-port)
+if "$PREFIX/venv/bin/lpr-edge" check-config "${skip_port[@]}" /etc/lpr-edge/config.yaml >/dev/null; then
     say "config and model checked"
 else
     say "the config does not check out yet: fix /etc/lpr-edge/config.yaml, then: systemctl restart lpr-edge"
