@@ -90,8 +90,10 @@ class App:
                                        recent_reads=cfg.events.recent_reads)
         discovery = None
         if cfg.home_assistant.enabled:
-            discovery = HomeAssistantDiscovery(cfg.home_assistant, self.topics, cfg.device_id,
-                                               [c.id for c in cfg.cameras])
+            discovery = HomeAssistantDiscovery(
+                cfg.home_assistant, self.topics, cfg.device_id, [(c.id, [r.id for r in c.rois]) for c in cfg.cameras],
+                known_plates=sorted(cfg.tracking.known_plates), snapshot_topic=cfg.events.snapshot == "topic",
+                announced_path=os.path.join(cfg.state_dir, "ha_discovery.json"))
         self.publisher = MqttPublisher(cfg.mqtt, cfg.device_id, self.publisher_stop, cfg.outbox.path, limits,
                                        print_events=cfg.print_events, status_fn=self.status, discovery=discovery,
                                        retention_s=cfg.events.retention_h * 3600.0)
@@ -170,6 +172,7 @@ class App:
             "backend": self.recognizer.backend.name,
             "backend_fallback_reason": self.recognizer.backend.fallback_reason,  # [trt] why not tensorrt, or None
             "cameras": [{"id": c.camera.id, "state": c.state, "frames": c.frames, "reconnects": c.reconnects,
+                         "fps": round(self.camera_fps.get(c.camera.id, 0.0), 1),
                          "dropped_frames": self.mailbox.dropped[c.camera.id], "error": c.error}
                         for c in self.captures],
             "events": self.events_committed,

@@ -109,37 +109,75 @@ def test_status_topic_is_retained_and_refreshed(broker, tmp_path):
 
 def test_home_assistant_discovery_and_last_plate(broker, tmp_path):
     topics = Topics("lpr-edge", "dev1")
-    discovery = HomeAssistantDiscovery(HomeAssistantConfig(enabled=True), topics, "dev1", ["gate", "exit"])
+    announced = str(tmp_path / "ha_discovery.json")
+    config = HomeAssistantConfig(enabled=True)
+    discovery = HomeAssistantDiscovery(config, topics, "dev1", [("gate", ["lane1", "lane2"]), ("exit", ["lane1"])],
+                                       known_plates=["Alice's car"], snapshot_topic=True, announced_path=announced)
     sub = Subscriber(broker.port, "homeassistant/#")
-    state = Subscriber(broker.port, "lpr-edge/dev1/+/last_plate")
+    state = Subscriber(broker.port, "lpr-edge/dev1/#")
     path = str(tmp_path / "o.db")
     box = Outbox(path)
-    box.add("e1", topics.events, json.dumps({"camera": "gate", "plate": "ABC123", "score": 0.9, "known": None,
-                                              "timestamp": "t", "id": "e1", "roi": "lane1"}).encode())
+    box.add("e1", topics.events, json.dumps({"camera": "gate", "plate": "ABC123", "score": 0.9, "known": "Alice's car",
+                                              "timestamp": "t", "id": "e1", "roi": "lane2"}).encode())
     stop = threading.Event()
     pub = MqttPublisher(mqtt_config(broker.port), "dev1", stop, path, (100, 10 ** 6), discovery=discovery)
     pub.start()
     try:
-        assert wait_for(lambda: len(sub.payloads()) >= 2, 5)
+        expected = len(discovery.messages())
+        assert wait_for(lambda: len(sub.payloads()) >= expected, 5)
         configs = {t: json.loads(p.decode()) for t, p, _ in sub.messages if t.endswith("/config")}
-        gate = configs["homeassistant/sensor/dev1_gate_plate/config"]
+        gate = configs["homeassistant/sensor/lpr_edge_dev1_gate_plate/config"]
         assert gate["state_topic"] == "lpr-edge/dev1/gate/last_plate"
         assert gate["availability_topic"] == "lpr-edge/dev1/availability"
         assert gate["device"]["identifiers"] == ["lpr_edge_dev1"]
+        assert gate["default_entity_id"] == "sensor.lpr_edge_dev1_gate_plate" and "object_id" not in gate
+        event = configs["homeassistant/event/lpr_edge_dev1_gate_plate_event/config"]
+        assert event["event_types"] == ["plate", "known_plate"] and event["state_topic"] == "lpr-edge/dev1/gate/plate"
+        assert "homeassistant/event/lpr_edge_dev1_gate_lane2_plate_event/config" in configs  # two ROIs: one each
+        assert "homeassistant/event/lpr_edge_dev1_exit_lane1_plate_event/config" not in configs
+        image = configs["homeassistant/image/lpr_edge_dev1_gate_plate_image/config"]
+        assert image["image_topic"] == "lpr-edge/dev1/gate/snapshot" and image["content_type"] == "image/jpeg"
+        known = configs["homeassistant/binary_sensor/lpr_edge_dev1_known_alice_s_car/config"]
+        assert known["off_delay"] == 60 and known["payload_on"] == "ON"
+        diag = [c for c in configs.values() if c.get("entity_category") == "diagnostic"]
+        assert {c["unique_id"] for c in diag} >= {"lpr_edge_dev1_outbox_events", "lpr_edge_dev1_backend",
+                                                 "lpr_edge_dev1_model_version", "lpr_edge_dev1_gate_fps"}
         late = Subscriber(broker.port, "homeassistant/sensor/+/config")  # retained: a late subscriber gets them
-        assert wait_for(lambda: len(late.messages) == 2, 5) and all(r for _, _, r in late.messages)
+        assert wait_for(lambda: len(late.messages) == len([t for t in configs if "/sensor/" in t]), 5)
+        assert all(r for _, _, r in late.messages)
         late.close()
-        assert wait_for(lambda: state.messages, 5)
-        assert json.loads(state.messages[0][1].decode())["plate"] == "ABC123"
+        # the acknowledged event: retained state, the event entities' messages (not retained), presence ON
+        assert wait_for(lambda: len([m for m in state.messages if m[0].endswith("/plate")]) >= 2, 5)
+        got = {t: (p, r) for t, p, r in state.messages}
+        assert json.loads(got["lpr-edge/dev1/gate/last_plate"][0].decode())["plate"] == "ABC123"
+        fired = json.loads(got["lpr-edge/dev1/gate/plate"][0].decode())
+        assert fired["event_type"] == "known_plate" and fired["plate"] == "ABC123" and not got["lpr-edge/dev1/gate/plate"][1]
+        assert "lpr-edge/dev1/gate/lane2/plate" in got
+        assert got["lpr-edge/dev1/known/alice_s_car"][0] == b"ON"
         # Home Assistant restarts and announces itself: discovery is sent again
         before = len(sub.payloads())
         sub.client.publish("homeassistant/status", "online", qos=1)
-        assert wait_for(lambda: len(sub.payloads()) >= before + 2, 6)
+        assert wait_for(lambda: len(sub.payloads()) >= before + expected, 6)
     finally:
         stop.set()
         pub.join(5)
         sub.close()
         state.close()
+    # the exit camera leaves the config: its entities are removed (empty retained payloads) at the next connect
+    smaller = HomeAssistantDiscovery(config, topics, "dev1", [("gate", ["lane1", "lane2"])],
+                                     known_plates=["Alice's car"], snapshot_topic=True, announced_path=announced)
+    removed = Subscriber(broker.port, "homeassistant/+/+/config")
+    stop = threading.Event()
+    pub = MqttPublisher(mqtt_config(broker.port), "dev1", stop, path, (100, 10 ** 6), discovery=smaller)
+    pub.start()
+    try:
+        assert wait_for(lambda: any(t.endswith("exit_plate/config") and p == b"" for t, p, _ in removed.messages), 5)
+        emptied = {t for t, p, _ in removed.messages if p == b""}
+        assert emptied and all("_exit_" in t for t in emptied), emptied
+    finally:
+        stop.set()
+        pub.join(5)
+        removed.close()
 
 
 def test_tls_and_password_together(make_broker, tmp_path):

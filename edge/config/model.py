@@ -116,6 +116,7 @@ class HomeAssistantConfig:
     enabled: bool = False
     discovery_prefix: str = "homeassistant"
     status_topic: str = "homeassistant/status"
+    presence_s: float = 60.0
 
 
 @dataclass

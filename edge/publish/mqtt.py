@@ -169,8 +169,8 @@ class MqttPublisher(threading.Thread):
             self.out.write(payload.decode("utf-8") + "\n")
             self.out.flush()
         if self.discovery is not None:
-            topic, state = self.discovery.last_plate_state(payload)
-            client.publish(topic, state, qos=1, retain=True)
+            for topic, state, retain in self.discovery.on_event(payload):
+                client.publish(topic, state, qos=1, retain=retain)
 
     # --- thread ----------------------------------------------------------------------------
     def run(self):
@@ -379,7 +379,8 @@ class MqttPublisher(threading.Thread):
             self._publish_state(self.topics.status, json.dumps(self.status_fn(), sort_keys=True))
         if self._discovery_due is not None and now >= self._discovery_due:
             self._discovery_due = None
-            for topic, payload in self.discovery.messages():
+            messages = self.discovery.messages()
+            for topic, payload in self.discovery.removals([t for t, _ in messages]) + messages:
                 self.client.publish(topic, payload, qos=1, retain=True)
             log.info("mqtt: Home Assistant discovery sent for %d camera(s)", len(self.discovery.cameras))
 

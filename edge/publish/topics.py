@@ -7,7 +7,9 @@
 | <prefix>/<device>/status             | JSON: version, model, cameras and their state, uptime, outbox depth; on connect and every mqtt.status_interval_s | 1 | yes |
 | <prefix>/<device>/<camera>/snapshot  | JPEG bytes of the last event's plate crop (events.snapshot: topic) | 1 | yes |
 | <prefix>/<device>/<camera>/last_plate| JSON {plate, score, known, timestamp, id} of the last event (home_assistant.enabled) | 1 | yes: it is a state, not an event |
-| <discovery>/sensor/<device>_<camera>_plate/config | Home Assistant discovery for the last-plate sensor (home_assistant.enabled) | 1 | yes |
+| <prefix>/<device>/<camera>/plate, <prefix>/<device>/<camera>/<roi>/plate | JSON {event_type: plate or known_plate, plate, score, known, roi, id, timestamp} once the event is acknowledged: Home Assistant event entities (home_assistant.enabled; per ROI where a camera has several) | 1 | no |
+| <prefix>/<device>/known/<name>       | `ON` when a known plate is read: a presence binary_sensor that turns off after home_assistant.presence_s | 1 | no |
+| <discovery>/<component>/lpr_edge_<device>_<key>/config | Home Assistant discovery: last-plate sensor, event, image, presence and diagnostic entities (home_assistant.enabled); an empty payload removes one that left the config | 1 | yes |
 """
 
 ONLINE, OFFLINE = "online", "offline"
@@ -25,3 +27,13 @@ class Topics:
 
     def last_plate(self, camera_id):
         return "%s/%s/last_plate" % (self.base, camera_id)
+
+    def plate_event(self, camera_id, roi_id=None):
+        """What a Home Assistant event entity fires on (not retained)."""
+        if roi_id is None:
+            return "%s/%s/plate" % (self.base, camera_id)
+        return "%s/%s/%s/plate" % (self.base, camera_id, roi_id)
+
+    def known_plate(self, name_slug):
+        """ON while a known plate is present (a binary_sensor with off_delay)."""
+        return "%s/known/%s" % (self.base, name_slug)
