@@ -12,7 +12,7 @@ PAHO16 := $(VENV)/paho16
 PY36 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.6*/bin/python3.6 /usr/bin/python3.6))
 VENV36 := .venv36
 
-.PHONY: help setup setup-train system-deps run test lint vermin sample train-us train-ch finetune-us finetune-ch evaluate install uninstall clean test-py36 selftest
+.PHONY: demo-deps help setup setup-train system-deps run test lint vermin sample train-us train-ch finetune-us finetune-ch evaluate install uninstall clean test-py36 selftest
 
 help:
 	@echo "make run         set up, start a local broker if needed, run the demo (configs/demo.yaml); DEMO=loop repeats it"
@@ -46,9 +46,11 @@ setup-train: system-deps $(VENV)/.setup-train
 system-deps:
 	@bash scripts/system-deps.sh
 
-# the demo needs only a broker (and mosquitto_sub to watch it); the tests' packages come with `make test`
-run: $(VENV)/.setup
+demo-deps:
 	@bash scripts/system-deps.sh demo
+
+# the demo needs only a broker (and mosquitto_sub to watch it); the tests' packages come with `make test`
+run: demo-deps $(VENV)/.setup
 	@bash scripts/ensure-broker.sh 127.0.0.1 1883
 	$(BIN)/lpr-edge run --config $(CONFIG)
 

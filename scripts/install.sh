@@ -117,7 +117,10 @@ say "unit installed as $UNITDIR/lpr-edge.service"
 install -d -o lpr-edge -g lpr-edge -m 0700 /var/lib/lpr-edge /var/cache/lpr-edge
 skip_port=()  # an upgrade: the running service holds health.port
 systemctl is-active --quiet lpr-edge 2>/dev/null && skip_port=(--skip-port)
-if "$PREFIX/venv/bin/lpr-edge" check-config "${skip_port[@]}" /etc/lpr-edge/config.yaml >/dev/null; then
+# with the directories the unit gives the service, so ${CREDENTIALS_DIRECTORY}/... paths and the engine
+# cache resolve as they will under systemd
+if STATE_DIRECTORY=/var/lib/lpr-edge CACHE_DIRECTORY=/var/cache/lpr-edge CREDENTIALS_DIRECTORY=/etc/lpr-edge/credentials \
+        "$PREFIX/venv/bin/lpr-edge" check-config --skip-model "${skip_port[@]}" /etc/lpr-edge/config.yaml >/dev/null; then
     say "config and model checked"
 else
     say "the config does not check out yet: fix /etc/lpr-edge/config.yaml, then: systemctl restart lpr-edge"

@@ -6,6 +6,8 @@ set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)  # the README's way to watch events
+# Debian's python3 makes no venv without python3-venv (ensurepip); a pyenv or python.org Python has it built in
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "${1:-all}" = demo ]; then
     [ ${#need[@]} -eq 0 ] && exit 0
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

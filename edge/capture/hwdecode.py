@@ -1,6 +1,7 @@
 """Hardware video decode on a Jetson: an rtsp:// stream or an H.264/H.265 file becomes a GStreamer pipeline
-through nvv4l2decoder (NVDEC) where JetPack's OpenCV has GStreamer (a venv with --system-site-packages);
-elsewhere, or when the pipeline does not open, OpenCV's FFmpeg backend reads the source as before.
+through nvv4l2decoder (NVDEC) where JetPack's OpenCV has GStreamer (a venv with --system-site-packages).
+Elsewhere network streams go to an ffmpeg child (edge/capture/sources.py), or OpenCV's FFmpeg backend where
+ffmpeg is missing; a Jetson pipeline that does not open falls back to OpenCV's FFmpeg backend.
 
 Pipelines as ../shared/docs/jetson-tensorrt.md gives them; a live stream's appsink keeps one buffer and drops
 the rest (bounded latency), a file's waits for the reader (no frame lost).

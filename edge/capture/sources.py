@@ -198,19 +198,21 @@ class OpenCVSource:
 
     finite = False
 
-    def __init__(self, kind, location, open_timeout_ms=10000, read_timeout_ms=10000):
+    def __init__(self, kind, location, open_timeout_ms=10000, read_timeout_ms=10000, url_fn=None):
         self.kind, self.location = kind, location
+        self.url_fn = url_fn  # the URL with credentials, made at each open
         self.open_timeout_ms, self.read_timeout_ms = open_timeout_ms, read_timeout_ms
         self.cap = None
         self._t0 = None
 
     def open(self):
+        location = self.url_fn() if self.url_fn else self.location
         if self.kind in ("csi", "gst"):
             self.cap = cv2.VideoCapture(gstreamer_pipeline(self.kind, self.location), cv2.CAP_GSTREAMER)
         elif self.kind == "v4l2":
             self.cap = cv2.VideoCapture(self.location, cv2.CAP_V4L2)
         else:
-            self.cap = hwdecode.open_capture(self.kind, self.location)  # rtsp:// through NVDEC on a Jetson
+            self.cap = hwdecode.open_capture(self.kind, location)  # rtsp:// through NVDEC on a Jetson
         if self.cap is None:
             params = []
             for name, value in (("CAP_PROP_OPEN_TIMEOUT_MSEC", self.open_timeout_ms),
@@ -218,9 +220,9 @@ class OpenCVSource:
                 if hasattr(cv2, name):
                     params += [getattr(cv2, name), value]
             try:
-                self.cap = cv2.VideoCapture(self.location, cv2.CAP_ANY, params)
+                self.cap = cv2.VideoCapture(location, cv2.CAP_ANY, params)
             except TypeError:  # OpenCV < 4.5.2 has no params argument
-                self.cap = cv2.VideoCapture(self.location)
+                self.cap = cv2.VideoCapture(location)
         if not self.cap.isOpened():
             self.close()
             raise SourceError("%s: cannot open %s source" % (redact(self.location), self.kind))
@@ -248,8 +250,10 @@ class FFmpegStreamSource:
     finite = False
     CHUNK = 1 << 20
 
-    def __init__(self, url, open_timeout_s=10.0, stall_timeout_s=5.0, ffmpeg=None):
+    def __init__(self, url, open_timeout_s=10.0, stall_timeout_s=5.0, ffmpeg=None, url_fn=None):
+        """`url_fn`: gives the URL with credentials at each open (a password file is read again then)."""
         self.url = url
+        self.url_fn = url_fn
         self.shown = redact(url)
         self.open_timeout_s, self.stall_timeout_s = open_timeout_s, stall_timeout_s
         self.ffmpeg = ffmpeg or shutil.which("ffmpeg") or "ffmpeg"
@@ -263,7 +267,8 @@ class FFmpegStreamSource:
         cmd = [self.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error"]
         if self.url.startswith(("rtsp://", "rtsps://")):
             cmd += ["-rtsp_transport", "tcp"]  # UDP loses packets (grey smears) on busy links
-        return cmd + ["-i", self.url, "-an", "-sn", "-f", "yuv4mpegpipe", "-pix_fmt", "yuv420p", "-"]
+        url = self.url_fn() if self.url_fn else self.url
+        return cmd + ["-i", url, "-an", "-sn", "-f", "yuv4mpegpipe", "-pix_fmt", "yuv420p", "-"]
 
     def open(self):
         self.close()
@@ -391,12 +396,12 @@ def describe_decode(camera):
 def open_source(camera):
     """The source object for a camera config (not yet opened)."""
     kind, location = parse_uri(camera.source)
-    if kind == "stream" and getattr(camera, "username", None):
-        location = camera.source_url()
+    url_fn = camera.source_url if kind == "stream" and getattr(camera, "username", None) else None
     if kind == "video":
         return VideoFileSource(location, camera.pacing, camera.loop)
     if kind == "folder":
         return ImageFolderSource(location, camera.loop, camera.fps)
     if kind == "stream" and _use_ffmpeg(camera.decoder, kind, location):
-        return FFmpegStreamSource(location, camera.open_timeout_s, camera.stall_timeout_s)
-    return OpenCVSource(kind, location, int(camera.open_timeout_s * 1000), int(camera.stall_timeout_s * 1000))
+        return FFmpegStreamSource(location, camera.open_timeout_s, camera.stall_timeout_s, url_fn=url_fn)
+    return OpenCVSource(kind, location, int(camera.open_timeout_s * 1000), int(camera.stall_timeout_s * 1000),
+                        url_fn=url_fn)
