@@ -188,6 +188,48 @@ def test_export_command_writes_onnx_and_weights(tmp_path, capsys):
     assert not os.path.exists(str(tmp_path / "j.onnx"))
 
 
+def test_fp16_variant_for_tensorrt_11(tmp_path):
+    """FP16 weights and arithmetic inside, the FP32 contract outside; refused (no file left) when its reads
+    drift from the FP32 model's."""
+    import onnx
+    from onnx import TensorProto
+
+    from edge.training.export import export_fp16_variant, fp16_variant_path
+
+    spec = load_spec(write(tmp_path / "s.yaml", SPEC % US_CHARS))
+    model, _, _ = train(spec, str(tmp_path / "run"), progress=False)
+    images = generate_synthetic("us", 32, seed=9, workers=1)[0]
+    out = str(tmp_path / "tiny.onnx")
+    path, same = export_fp16_variant(model, out, images, min_same=0.0)
+    assert path == fp16_variant_path(out) == str(tmp_path / "tiny.fp16.onnx") and 0.0 <= same <= 1.0
+    graph = onnx.load(path)
+    weights = [i for i in graph.graph.initializer if len(i.dims) > 1]
+    assert weights and all(i.data_type == TensorProto.FLOAT16 for i in weights)
+    io = {v.name: v.type.tensor_type.elem_type for v in list(graph.graph.input) + list(graph.graph.output)}
+    assert io["image_input"] == io["class_probs"] == io["tf_op_layer_Max"] == TensorProto.FLOAT
+    assert [o.name for o in graph.graph.output] == list(OUTPUT_NAMES)
+    os.remove(path)
+    with pytest.raises(ValueError, match="reads"):
+        export_fp16_variant(model, out, images, min_same=1.01)
+    assert not os.path.exists(path) and not os.path.exists(path + ".part")
+
+
+def test_shipped_fp16_variants_read_as_the_fp32_models():
+    """The shipped .fp16.onnx files: FP16 weights, FP32 contract, and the same model as the FP32 file (the
+    FP32 weights rounded to FP16 match the variant's)."""
+    import onnx
+    from onnx import numpy_helper
+
+    for region in ("us", "ch"):
+        base = os.path.join(ROOT, "models", "%s_lprnet_baseline10_mid" % region)
+        fp32 = {i.name: numpy_helper.to_array(i) for i in onnx.load(base + ".onnx").graph.initializer}
+        fp16 = onnx.load(base + ".fp16.onnx")
+        assert {i.type.tensor_type.elem_type for i in fp16.graph.input} == {1}
+        sizes32 = sorted(a.size for a in fp32.values() if a.ndim > 1)
+        sizes16 = sorted(numpy_helper.to_array(i).size for i in fp16.graph.initializer if len(i.dims) > 1)
+        assert sizes16 == sizes32, region  # the same weights, layer for layer
+
+
 def test_shipped_weights_round_trip_and_fine_tune(tmp_path):
     from edge.training.export import save_weights
     from edge.training.train import load_model_from_checkpoint

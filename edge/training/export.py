@@ -2,6 +2,7 @@
 (dynamic batch), outputs `tf_op_layer_ArgMax` (class id per timestep) and `tf_op_layer_Max` (its
 probability), plus `class_probs` [N,T,n_chars+1] for plate-format decoding (a consumer of NVIDIA's two
 outputs, such as DeepStream's LPR parser, reads those by name and ignores it). The file is written to a temporary name and renamed, so a crash leaves no half file."""
+import copy
 import os
 
 import numpy as np
@@ -95,6 +96,69 @@ def check_same_reads(model, onnx_path, images, characters, tolerance=1e-3):
     diff = np.abs(ort_prob - prob.numpy()).reshape(len(images), -1).max(1)
     return [(i, a.text, b.text, round(float(diff[i]), 6)) for i, (a, b) in enumerate(zip(torch_reads, ort_reads))
             if a.text != b.text or diff[i] > tolerance]
+
+
+FP16_SUFFIX = ".fp16.onnx"  # what edge/infer/tensorrt_backend.py looks for beside a model
+
+
+class _Fp16Inside(torch.nn.Module):
+    """The deployable contract with an FP16 body: FP32 image in, FP16 convolutions and LSTM, softmax and the
+    three outputs in FP32. TensorRT 11 builds strongly typed networks only (no FP16 builder flag): the
+    precision is the graph's own."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = copy.deepcopy(net).half().eval()
+
+    def forward(self, image_input):
+        prob = torch.softmax(self.net(image_input.half()).float(), dim=-1)
+        best, ids = prob.max(dim=-1)
+        return ids, best, prob
+
+
+def fp16_variant_path(path):
+    return os.path.splitext(path)[0] + FP16_SUFFIX
+
+
+def export_fp16_variant(model, path, images, opset=OPSET, min_same=0.97):
+    """Write `<model>.fp16.onnx` beside `path`; checked by reads (the FP16 body, run by PyTorch on the CPU,
+    must read at least `min_same` of `images` as the FP32 model does) and structurally (FP16 weights, FP32
+    inputs and outputs). ONNX Runtime's CPU build cannot run the FP16 graph, so the file itself is first run
+    by TensorRT (tests/test_tensorrt_gpu.py on a GPU). Returns (path, share read the same); ValueError when
+    a check fails (nothing is left at the path then)."""
+    import onnx
+    from onnx import TensorProto
+
+    model.eval()
+    wrapper = _Fp16Inside(model)
+    with torch.no_grad():  # before the export: tracing leaves a half-precision LSTM module changed
+        x = to_tensor(images)
+        ids32 = model(x).softmax(-1).max(-1)[1]
+        ids16 = wrapper(x)[0]
+    same = float((ids32 == ids16).all(dim=-1).float().mean())
+    if same < min_same:
+        raise ValueError("FP16 variant reads %.1f%% of the check plates as FP32 does (needs %.0f%%)"
+                         % (100 * same, 100 * min_same))
+    out = fp16_variant_path(path)
+    tmp = out + ".part"
+    dummy = torch.rand(2, 3, 48, 96)
+    torch.onnx.export(wrapper, (dummy,), tmp, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                      output_names=list(OUTPUT_NAMES), do_constant_folding=True,
+                      dynamic_axes=dict([(INPUT_NAME, {0: "batch"})] + [(n, {0: "batch"}) for n in OUTPUT_NAMES]))
+    try:
+        graph = onnx.load(tmp)
+        onnx.checker.check_model(graph)
+        fp32 = [i.name for i in graph.graph.initializer if i.data_type == TensorProto.FLOAT and len(i.dims) > 1]
+        if fp32:
+            raise ValueError("FP16 variant still has FP32 weights: %s" % ", ".join(fp32[:5]))
+        kinds = dict((o.name, o.type.tensor_type.elem_type) for o in list(graph.graph.input) + list(graph.graph.output))
+        if kinds.get(INPUT_NAME) != TensorProto.FLOAT or kinds.get("class_probs") != TensorProto.FLOAT:
+            raise ValueError("FP16 variant must keep FP32 inputs and outputs: %s" % kinds)
+    except Exception:
+        os.remove(tmp)
+        raise
+    os.replace(tmp, out)
+    return out, same
 
 
 def random_images(n, seed=0):
