@@ -67,7 +67,9 @@ def render():
                   "written with dots; `[]` marks list items.")
     events = page(load("event.schema.json"), "Plate event payload",
                   "The JSON published on `<topic_prefix>/<device_id>/events` (QoS 1, not retained).")
-    return {"docs/config.md": config, "docs/events.md": events}
+    package = page(load("model-package.schema.json"), "Model package manifest",
+                   "manifest.json inside a model package (`lpr-edge model pack` writes it; README: 'Model updates').")
+    return {"docs/config.md": config, "docs/events.md": events, "docs/model-package.md": package}
 
 
 def main():
