@@ -16,6 +16,7 @@ import time
 from edge.capture import CaptureThread
 from edge.events import EventIds, build_event, encode, snapshot_jpeg
 from edge.outbox import Outbox
+from edge.ota.daemon import OtaService
 from edge import __version__
 from edge.events import utc_iso
 from edge.publish.homeassistant import HomeAssistantDiscovery
@@ -56,13 +57,16 @@ class App:
         self.http = None
         self.service_thread = None
         self._worker_outbox = None  # opened in the worker thread: SQLite connections are per thread
+        self.ota = None  # model updates (edge/ota)
 
     # --- init: everything that can fail on bad input, before any thread starts -----------------
     def init(self):
         cfg = self.config
         start = time.monotonic()
-        with _ExtendStartTimeout(self.notifier, "loading model %s" % os.path.basename(cfg.model.path)):
-            self.recognizer = Recognizer.from_config(cfg.model, cfg.recognizer)
+        self.ota = OtaService(self)  # OTA hook: an installed model on the state dir replaces model.path
+        model_config = self.ota.model_config()
+        with _ExtendStartTimeout(self.notifier, "loading model %s" % os.path.basename(model_config.path)):
+            self.recognizer = Recognizer.from_config(model_config, cfg.recognizer)
         self.model_load_seconds = time.monotonic() - start
         log.info("model %s %s (%s, %d characters) on %s %s", self.recognizer.model.name,
                  self.recognizer.model.version, self.recognizer.model.path, len(self.recognizer.model.characters),
@@ -86,6 +90,7 @@ class App:
                                                [c.id for c in cfg.cameras])
         self.publisher = MqttPublisher(cfg.mqtt, cfg.device_id, self.publisher_stop, cfg.outbox.path, limits,
                                        print_events=cfg.print_events, status_fn=self.status, discovery=discovery)
+        self.ota.attach()  # OTA hook: MQTT commands, hot swap, probation
         self.metrics.attach(self)
         if cfg.health.port:
             self.http = HealthServer(cfg.health.host, cfg.health.port, self.health_report, self.metrics.registry)
@@ -153,6 +158,7 @@ class App:
             self.http.start()
             log.info("health and metrics on http://%s:%d/healthz and /metrics", self.config.health.host, self.http.port)
         self.publisher.start()
+        self.ota.start()  # OTA hook
         self.worker.start()
         for capture in self.captures:
             capture.start()
@@ -191,6 +197,8 @@ class App:
         deadline = time.monotonic() + STOP_BUDGET_S
         self.notifier.notify(STOPPING=1, STATUS="stopping")
         self.stop_event.set()
+        if self.ota is not None:
+            self.ota.stop()  # OTA hook: no swap while stopping; a probation left open rolls back at the next start
         for capture in self.captures:
             capture.join(max(0.1, min(1.0, deadline - time.monotonic())))
         self.worker.join(max(0.1, deadline - time.monotonic() - 2.5))

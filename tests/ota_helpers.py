@@ -202,3 +202,52 @@ def manifest_of(package):
     return json.loads(read_member(package, "manifest.json").decode("utf-8"))
 
 
+def forge(path, model, characters, key, contract=None, golden_dir=None, golden=None, name=US_NAME, version="9",
+          serial=9, kind="recognizer"):
+    """A package signed by `key` around any files, skipping pack's checks (as an attacker or a broken build
+    system could make one)."""
+    from edge.ota import signing
+    from edge.ota.package import (CHARACTERS_MEMBER, MODEL_MEMBER, build_manifest, describe_files,
+                                  golden_members, write_package)
+
+    sources = {MODEL_MEMBER: model, CHARACTERS_MEMBER: characters}
+    if golden_dir:
+        sources.update(golden_members(golden_dir))
+        golden = golden or {"path": "golden", "count": len(os.listdir(os.path.join(golden_dir, "label"))),
+                            "plate_accuracy": 1.0}
+    if contract is None:
+        contract = {"input": {"name": "image_input", "shape": ["N", 3, 48, 96], "dtype": "float32"},
+                    "outputs": ["tf_op_layer_ArgMax", "tf_op_layer_Max"], "classes": 36}
+        try:  # what the model really has, where ONNX Runtime loads it
+            from edge.ota.check import load_recognizer, measure_contract
+
+            recognizer = load_recognizer(model, characters)
+            contract = measure_contract(recognizer)
+            recognizer.close()
+        except Exception:
+            pass
+    manifest = build_manifest(name, version, serial, contract, describe_files(sources), golden=golden, kind=kind)
+    write_package(str(path), manifest, sources, signing.load_private_key(key) if key else None)
+    return str(path)
+
+
+def make_kit(root):
+    """Golden set, two signing keys, and packages of re-saved shipped models (serials 2 and 3)."""
+    from edge.ota import signing
+    from edge.ota.pack import pack
+
+    root = str(root)
+    kit = {"root": root, "golden": sample_golden_set(os.path.join(root, "golden"))}
+    kit["key"] = os.path.join(root, "signing.key")
+    signing.keygen(kit["key"])
+    kit["pub"] = kit["key"] + ".pub"
+    other = os.path.join(root, "other.key")
+    signing.keygen(other)
+    kit["other_key"], kit["other_pub"] = other, other + ".pub"
+    for serial in (2, 3):
+        model = resaved_model(os.path.join(root, "m%d.onnx" % serial), "v%d" % serial)
+        kit["model%d" % serial] = model
+        kit["p%d" % serial] = os.path.join(root, "p%d.tar" % serial)
+        pack(model, kit["p%d" % serial], US_NAME, "2026.12.0%d" % serial, serial, key_path=kit["key"],
+             characters_path=US_CHARS, golden_dir=kit["golden"], release_summary="test release %d" % serial)
+    return kit

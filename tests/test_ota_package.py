@@ -9,11 +9,10 @@ import pytest
 
 from edge.cli import main
 from edge.ota import OtaError, signing
-from edge.ota.package import (CHARACTERS_MEMBER, MODEL_MEMBER, build_manifest, describe_files, open_package,
-                              write_package)
+from edge.ota.package import open_package
 from helpers import run_cli
 from onnx_models import make_lprnet_like
-from ota_helpers import (US_CHARS, US_NAME, manifest_of, read_member, resaved_model, rewrite_package,
+from ota_helpers import (US_CHARS, US_NAME, forge, manifest_of, read_member, resaved_model, rewrite_package,
                          sample_golden_set)
 
 
@@ -37,23 +36,6 @@ def kit(tmp_path_factory):
 def verify(package, pub, capsys):
     code = main(["model", "verify", package, "--public-key", pub])
     return code, capsys.readouterr()
-
-
-def forge(path, model, characters, key, contract=None, golden_dir=None, golden=None):
-    """A package signed by `key` around any files, skipping pack's checks (as an attacker or a broken
-    build system could make one)."""
-    sources = {MODEL_MEMBER: model, CHARACTERS_MEMBER: characters}
-    if golden_dir:
-        from edge.ota.package import golden_members
-
-        sources.update(golden_members(golden_dir))
-        golden = golden or {"path": "golden", "count": len(os.listdir(os.path.join(golden_dir, "label"))),
-                            "plate_accuracy": 1.0}
-    contract = contract or {"input": {"name": "image_input", "shape": ["N", 3, 48, 96], "dtype": "float32"},
-                            "outputs": ["tf_op_layer_ArgMax", "tf_op_layer_Max"], "classes": 36}
-    manifest = build_manifest(US_NAME, "9", 9, contract, describe_files(sources), golden=golden)
-    write_package(str(path), manifest, sources, signing.load_private_key(key))
-    return str(path)
 
 
 def test_keygen_writes_private_0600_and_public_and_refuses_to_overwrite(tmp_path, capsys):

@@ -123,14 +123,14 @@ class Installer:
         if current.get("version") == manifest["version"] and current.get("name") == manifest["name"]:
             return Outcome(True, None, None, "%s %s is already active; nothing to do" % (manifest["name"],
                                                                                       manifest["version"]))
+        if manifest["golden"] is None and self.ota.require_golden_set:
+            raise OtaError("no_golden_set", "the package has no golden set and ota.require_golden_set is true")
         _test_pause("verified")
         recognizer = load_recognizer(os.path.join(pkg_dir, manifest["model"]),
                                      os.path.join(pkg_dir, manifest["characters"]), manifest["name"],
                                      manifest["version"], manifest.get("plate_format"), self.recognizer_config)
         try:
             check_contract(recognizer, manifest["contract"])
-            if manifest["golden"] is None and self.ota.require_golden_set:
-                raise OtaError("no_golden_set", "the package has no golden set and ota.require_golden_set is true")
             accuracy = check_golden(recognizer, pkg_dir, manifest["golden"], self.ota.golden_tolerance)
             started = time.monotonic()
             self.report("building", elapsed_s=0.0)
@@ -140,6 +140,7 @@ class Installer:
             with open(os.path.join(pkg_dir, ".sha256"), "w") as f:
                 f.write(recognizer.model.sha256 + "\n")
             folder = self.store.commit_folder(pkg_dir, slot)
+            _test_pause("moved")
             recognizer.model = recognizer.model._replace(path=os.path.join(folder, manifest["model"]),
                                                          characters_path=os.path.join(folder, manifest["characters"]))
             installed = self.store.installed(slot)

@@ -14,6 +14,7 @@ class HomeAssistantDiscovery:
         self.device_id = device_id
         self.cameras = list(cameras)
         self.status_topic = config.status_topic
+        self.extra = []  # callables -> [(topic, payload)] of other entities (edge/ota: the model's update entity)
 
     def _device(self):
         return {"identifiers": ["lpr_edge_%s" % self.device_id], "name": "lpr-edge %s" % self.device_id,
@@ -41,6 +42,8 @@ class HomeAssistantDiscovery:
             }
             topic = "%s/sensor/%s_%s_plate/config" % (self.config.discovery_prefix, self.device_id, camera)
             out.append((topic, json.dumps(payload, sort_keys=True)))
+        for messages in self.extra:
+            out.extend(messages())
         return out
 
     def last_plate_state(self, event_payload):

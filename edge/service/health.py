@@ -74,6 +74,8 @@ def check_app(app, stage_deadline_s, now=None):
                              % (app.events_dropped, depth[0])))
     else:
         out.append(Component("outbox", OK, "%d events waiting" % depth[0]))
+    if getattr(app, "ota", None) is not None and app.ota.manager is not None:  # OTA hook: the model and its update
+        out.append(app.ota.health_component())
     return out
 
 
