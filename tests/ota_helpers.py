@@ -7,12 +7,11 @@ import io
 import json
 import os
 import shutil
+import socketserver
 import tarfile
 import threading
 import time
 
-import cv2
-import numpy as np
 import onnx
 
 from helpers import ROOT, free_port
@@ -20,42 +19,16 @@ from helpers import ROOT, free_port
 US_MODEL = os.path.join(ROOT, "models", "us_lprnet_baseline10_mid.onnx")
 US_CHARS = os.path.join(ROOT, "models", "us_lp_characters.txt")
 US_NAME = "us_lprnet_baseline10_mid"
-DEMO_ROI = [[255, 229], [385, 224], [387, 291], [257, 294]]
 
 
 def sample_golden_set(out_dir, per_plate=2):
-    """Crops of the sample video's lane ROI that the shipped model reads as a plate of plates.txt, labelled
-    with that plate (at most `per_plate` each)."""
-    from edge.config.model import RoiConfig
-    from edge.crop.roi import RoiCropper
-    from edge.ota.check import load_recognizer
+    """scripts/sample_golden_set.py: real crops of the sample video labelled from plates.txt."""
+    import sys
 
-    with open(os.path.join(ROOT, "samples", "gate_us.mp4.plates.txt")) as f:
-        plates = set(line.strip() for line in f if line.strip())
-    recognizer = load_recognizer(US_MODEL, US_CHARS)
-    cropper = RoiCropper("gate", [RoiConfig("lane1", DEMO_ROI)])
-    os.makedirs(os.path.join(out_dir, "image"))
-    os.makedirs(os.path.join(out_dir, "label"))
-    cap = cv2.VideoCapture(os.path.join(ROOT, "samples", "gate_us.mp4"))
-    counts = {}
-    index = 0
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        index += 1
-        if index % 3:
-            continue
-        crop = cropper.crops(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))[0].image
-        text = recognizer.read([crop])[0].text
-        if text in plates and counts.get(text, 0) < per_plate:
-            counts[text] = counts.get(text, 0) + 1
-            stem = "%04d" % index
-            cv2.imwrite(os.path.join(out_dir, "image", stem + ".png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-            with open(os.path.join(out_dir, "label", stem + ".txt"), "w") as f:
-                f.write(text + "\n")
-    cap.release()
-    recognizer.close()
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from sample_golden_set import sample_golden_set as make
+
+    counts = make(out_dir, per_plate)
     assert len(counts) >= 4, counts
     return out_dir
 
@@ -97,6 +70,10 @@ def rewrite_package(src, dst, replace=None, add=None, drop=(), member_hook=None)
 def read_member(package, name):
     with tarfile.open(package) as tar:
         return tar.extractfile(name).read()
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True  # a stalled handler must not hold up the next request (or the shutdown)
 
 
 class FileServer:
@@ -161,9 +138,7 @@ class FileServer:
                 self.wfile.write(body)
 
         self.port = free_port()
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler) \
-            if hasattr(http.server, "ThreadingHTTPServer") else http.server.HTTPServer(("127.0.0.1", self.port), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _ThreadingServer(("127.0.0.1", self.port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 

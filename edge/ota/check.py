@@ -34,7 +34,13 @@ def load_recognizer(model_path, characters_path, name=None, version=None, plate_
         fmt = plate_format_for(info, plate_format or "")
         backend = create_backend(rc.backend, info, rc)
     except ModelError as exc:
-        code = "not_onnx" if "cannot load it" in str(exc) or not head else "contract"
+        text = str(exc)
+        if "cannot load it" in text or not head:
+            code = "not_onnx"
+        elif "characters" in text and "class" in text:  # the backend's own check of the output width
+            code = "characters_mismatch"
+        else:
+            code = "contract"
         raise OtaError(code, str(exc))
     except (IOError, OSError) as exc:
         raise OtaError("contract", "%s: %s" % (model_path, exc))

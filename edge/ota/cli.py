@@ -10,7 +10,7 @@ from edge.ota import OtaError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD = 0, 1, 2
 RETRYABLE = ("unreachable", "stalled", "interrupted", "truncated", "busy", "download_failed", "range_refused",
-             "cancelled", "daemon_running")
+             "cancelled", "no_daemon", "timeout")
 
 
 def _fail(exc):
@@ -83,29 +83,44 @@ def cmd_verify(args):
     return EXIT_OK
 
 
-def _offline(args):
-    """(config, store) for a command on the state dir; OtaError when a daemon runs on it."""
+def _open(args):
+    """(config, store, daemon_running) for a command on the state dir. With a daemon running on it the
+    command goes to the daemon over MQTT; otherwise it runs here, after the start-up recovery."""
     from edge.cli import _load_config_or_exit
     from edge.ota.store import ModelStore
 
     config = _load_config_or_exit(args.config)
     if config is None:
-        return None, None
+        return None, None, False
     store = ModelStore(config.state_dir)
     if store.daemon_lock.held_by_other():
-        raise OtaError("daemon_running", "a daemon is running on %s: send it the command over MQTT instead (see "
-                                         "the README, 'Model updates')" % config.state_dir)
+        return config, store, True
     store.recover()
-    return config, store
+    return config, store, False
+
+
+def _remote(config, command):
+    """Send a command to the running daemon; exit code from its final reply."""
+    from edge.ota.remote import send
+
+    reply = send(config, command)
+    if reply["status"] == "ok":
+        print(reply.get("message") or "%s: ok (%s)" % (command["action"], json.dumps(reply.get("model") or
+                                                                                    reply.get("data"))))
+        return EXIT_OK
+    raise OtaError(reply.get("error") or "failed", reply.get("message") or json.dumps(reply))
 
 
 def cmd_install(args):
     from edge.ota.install import Installer, current_model
+    from edge.ota.remote import install_command
 
     try:
-        config, store = _offline(args)
+        config, store, running = _open(args)
         if config is None:
             return EXIT_BAD
+        if running:
+            return _remote(config, install_command(args.source, args.sha256, args.size, args.allow_downgrade))
         installer = Installer(store, config.ota, config.recognizer, lambda: current_model(store, config.model),
                               report=_print_progress)
         outcome = installer.run(args.source, sha256=args.sha256, size=args.size, allow_downgrade=args.allow_downgrade)
@@ -135,9 +150,21 @@ def cmd_list(args):
     from edge.ota.install import current_model
 
     try:
-        config, store = _offline(args)
+        config, store, running = _open(args)
         if config is None:
             return EXIT_BAD
+        if running:
+            from edge.ota.remote import send
+
+            data = send(config, {"action": "status"})["data"]
+            if args.json:
+                print(json.dumps(data, sort_keys=True))
+            else:
+                m = data["model"]
+                print("active:   %s %s (serial %s, sha256 %s); the daemon says: %s%s" % (
+                    m["name"], m["version"], m["serial"], m["sha256"][:12], data["state"],
+                    " (%s)" % data["message"] if data.get("message") else ""))
+            return EXIT_OK
         state = store.read_state()
         slot = store.slot(state)
         previous = store.installed(slot["previous"])
@@ -161,9 +188,11 @@ def cmd_list(args):
 
 def cmd_rollback(args):
     try:
-        config, store = _offline(args)
+        config, store, running = _open(args)
         if config is None:
             return EXIT_BAD
+        if running:
+            return _remote(config, {"action": "rollback"})
         state, bad = store.rollback()
         now = store.active()
         store.record({"state": "rolled_back", "reason": "rolled back by hand", "model": bad.describe() if bad else None})
@@ -213,7 +242,7 @@ def add_model_commands(sub):
     for name, func, text in (("install", cmd_install, "install a package (file or URL) on the state dir"),
                              ("list", cmd_list, "the active, previous and refused models"),
                              ("rollback", cmd_rollback, "make the previous model active again")):
-        q = msub.add_parser(name, help=text + " (offline: with the daemon stopped)")
+        q = msub.add_parser(name, help=text + " (through the running daemon over MQTT, else offline)")
         q.add_argument("--config", required=True, help="the daemon's config YAML")
         if name == "install":
             q.add_argument("source", help="package file or http(s) URL")

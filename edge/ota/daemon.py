@@ -23,56 +23,69 @@ import time
 from edge import __version__
 from edge.ota import OtaError
 from edge.ota.check import check_golden
-from edge.ota.install import Installer, current_model
+from edge.ota.install import Installer, _test_pause
 from edge.ota.store import ModelStore
 
 log = logging.getLogger("edge.ota")
 
-ACTIONS = ("install", "rollback", "status", "offer")
 IN_PROGRESS = ("downloading", "verifying", "building")
 POLL_S = 0.5
 
 
 class ObservedRecognizer:
-    """A Recognizer with counts for probation: crops read, crops that gave a plate, summed plate scores,
-    errors. With `fallback` set (the old model, during probation) a batch the new model fails on is read
-    by the fallback instead, so the frame is not lost. Everything else is the wrapped recognizer's."""
+    """A Recognizer with what probation judges. While `shadow` is set (the old model, during probation)
+    every batch is also read by the old model, so the comparison is on the same crops, whatever the
+    cameras see meanwhile: of the crops where the old model read a plate, how many the new one reads, and
+    the mean scores of both on those. A batch the new model fails on is answered by the old one, so no
+    frame goes unread. Everything else is the wrapped recognizer's."""
 
     def __init__(self, recognizer, installed=None):
         self.inner = recognizer
         self.installed = installed  # store.InstalledModel, or None for the config's model
-        self.fallback = None
+        self.shadow = None
         self.crops = 0
-        self.plates = 0
-        self.score_sum = 0.0
         self.errors = 0
         self.last_error = None
+        self.old_plates = 0  # crops where the shadow (old model) read a plate
+        self.kept = 0  # ... and this model read one too
+        self.old_score = 0.0  # summed over the kept crops
+        self.new_score = 0.0
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def read(self, crops):
+        shadow = self.shadow
         try:
             reads = self.inner.read(crops)
         except Exception as exc:
             self.errors += 1
             self.last_error = "%s: %s" % (type(exc).__name__, exc)
-            if self.fallback is None:
+            if shadow is None:
                 raise
             log.error("model %s failed on a batch (%s); the previous model reads it", self.inner.model.name,
                       self.last_error)
-            return self.fallback.read(crops)
+            return shadow.read(crops)
         self.crops += len(crops)
-        for read in reads:
-            if read.text:
-                self.plates += 1
-                self.score_sum += read.score
+        if shadow is not None:
+            try:
+                old_reads = shadow.read(crops)
+            except Exception:  # the comparison is what fails, not the serving model: skip this batch's
+                log.exception("probation: the previous model failed on a batch")
+                return reads
+            for old, new in zip(old_reads, reads):
+                if old.text:
+                    self.old_plates += 1
+                    if new.text:
+                        self.kept += 1
+                        self.old_score += old.score
+                        self.new_score += new.score
         return reads
 
     def stats(self):
-        return {"crops": self.crops, "plates": self.plates, "errors": self.errors,
-                "plate_rate": round(self.plates / float(self.crops), 4) if self.crops else None,
-                "mean_score": round(self.score_sum / self.plates, 4) if self.plates else None}
+        return {"crops": self.crops, "errors": self.errors, "old_plates": self.old_plates, "kept": self.kept,
+                "old_mean_score": round(self.old_score / self.kept, 4) if self.kept else None,
+                "new_mean_score": round(self.new_score / self.kept, 4) if self.kept else None}
 
     def close(self):
         self.inner.close()
@@ -196,37 +209,28 @@ class OtaManager(threading.Thread):
 
     # --- commands (any thread) ---------------------------------------------------------------------
     def submit(self, command):
-        """Validate a parsed command; queue it or answer at once (status, busy, bad commands)."""
+        """Validate a parsed command; queue it or answer at once (status, offer, busy, bad commands)."""
         transaction = command.get("transaction") if isinstance(command, dict) else None
-        if not isinstance(command, dict) or command.get("action") not in ACTIONS:
-            action = command.get("action") if isinstance(command, dict) else None
-            return self.refuse(transaction, "bad_command", "unknown action %r (known: %s)" % (action, ", ".join(ACTIONS)))
+        problem = command_problem(command)
+        if problem:
+            return self.refuse(transaction if isinstance(transaction, (str, int)) else None, "bad_command", problem)
         action = command["action"]
         if action == "status":
             return self.reply(transaction, "ok", action, data=self.state_payload())
-        if action == "offer":
-            return self._offer(command, transaction)
-        if action == "install" and not command.get("url"):
-            if self.offer is None:
-                return self.refuse(transaction, "bad_command", "install needs a url (or an earlier offer)")
+        if action in ("install", "offer") and not command.get("url"):
+            if action == "offer" or self.offer is None:
+                return self.refuse(transaction, "bad_command", "%s needs a url%s" % (
+                    action, " (or an earlier offer)" if action == "install" else ""))
             command = dict(self.offer, action="install", transaction=transaction or self.offer.get("transaction"))
-        problem = _command_problem(command)
-        if problem:
-            return self.refuse(transaction, "bad_command", problem)
+        if action == "offer":
+            self.offer = dict((k, v) for k, v in command.items() if k not in ("action", "devices"))
+            self.reply(transaction, "ok", "offer")
+            return self.publish_state()
         if not self.busy.acquire(False):
             return self.reply(transaction, "error", action, error="busy",
                               message="another model update is in progress (%s)" % self.state["state"])
         self.reply(transaction, "accepted", action)
         self.commands.put(command)
-
-    def _offer(self, command, transaction):
-        problem = _command_problem(dict(command, action="install"))
-        if problem:
-            return self.refuse(transaction, "bad_command", problem)
-        self.offer = dict((k, command[k]) for k in ("url", "sha256", "size", "version", "release_summary",
-                                                    "allow_downgrade", "transaction") if k in command)
-        self.reply(transaction, "ok", "offer")
-        self.publish_state()
 
     def refuse(self, transaction, code, message):
         log.warning("model command refused: %s", message)
@@ -318,13 +322,13 @@ class OtaManager(threading.Thread):
         probation_s = self.ota.probation_s
         new = ObservedRecognizer(outcome.recognizer, outcome.installed)
         old = self.app.recognizer
-        baseline = old.stats() if isinstance(old, ObservedRecognizer) else {}
         self.store.activate(outcome.installed.slot, probation_s=probation_s or None)
+        _test_pause("activated")
         self._swap_to(new)
         if not probation_s:
             return self.commit(new, old, transaction)
-        new.fallback = old
-        self.probation = {"until": time.monotonic() + probation_s, "baseline": baseline}
+        new.shadow = old.inner if isinstance(old, ObservedRecognizer) else old
+        self.probation = {"until": time.monotonic() + probation_s}
         self.set_state("probation", message="%s; on probation for %.0f s" % (outcome.message, probation_s),
                        transaction=transaction)
         self.reply(transaction, "ok", "install", state="probation", model=describe(new))
@@ -342,6 +346,10 @@ class OtaManager(threading.Thread):
         log.info("model %s %s serves now (sha256 %s)", recognizer.model.name, recognizer.model.version,
                  recognizer.model.sha256[:12])
 
+    def _between_batches(self):
+        """Wait until the worker is between two batches (a swap to the recognizer it already has)."""
+        self.app.worker.swap_recognizer(self.app.recognizer).wait(30.0)
+
     def watch_probation(self, new, old, transaction):
         while not self.stop_event.is_set():
             problem = self.probation_problem(new, final=False)
@@ -358,19 +366,17 @@ class OtaManager(threading.Thread):
     def probation_problem(self, new, final):
         if new.errors:
             return "the new model failed on %d batch(es): %s" % (new.errors, new.last_error)
-        base = self.probation["baseline"]
         now = new.stats()
-        enough = now["crops"] >= self.ota.probation_min_crops and (base.get("crops") or 0) >= self.ota.probation_min_crops
-        if enough and base.get("plate_rate") is not None:
-            floor = base["plate_rate"] * (1.0 - self.ota.probation_max_read_drop)
-            if now["plate_rate"] < floor:
-                return ("the new model gives a plate on %.0f%% of %d crops; the old one did on %.0f%% (at least "
-                        "%.0f%% required)" % (100 * now["plate_rate"], now["crops"], 100 * base["plate_rate"],
-                                              100 * floor))
-            if final and base.get("mean_score") is not None and now["mean_score"] is not None and \
-                    now["mean_score"] < base["mean_score"] - self.ota.probation_max_score_drop:
-                return "the new model's mean plate score is %.2f; the old one's %.2f" % (now["mean_score"],
-                                                                                        base["mean_score"])
+        if now["crops"] >= self.ota.probation_min_crops and now["old_plates"]:
+            share = now["kept"] / float(now["old_plates"])
+            if share < 1.0 - self.ota.probation_max_read_drop:
+                return ("the new model reads a plate on %d of the %d crops (%.0f%%) where the old one read one; "
+                        "at least %.0f%% required" % (now["kept"], now["old_plates"], 100 * share,
+                                                       100 * (1.0 - self.ota.probation_max_read_drop)))
+            if final and now["kept"] and now["new_mean_score"] < now["old_mean_score"] - \
+                    self.ota.probation_max_score_drop:
+                return "on the same crops the new model's mean plate score is %.2f, the old one's %.2f" % (
+                    now["new_mean_score"], now["old_mean_score"])
         if final and new.installed is not None:
             try:
                 check_golden(new.inner, new.installed.folder, new.installed.manifest["golden"],
@@ -380,19 +386,22 @@ class OtaManager(threading.Thread):
         return None
 
     def commit(self, new, old, transaction):
-        new.fallback = None
+        new.shadow = None
+        log.info("model update: probation passed: %s", new.stats())
         self.store.commit()
+        self._between_batches()  # a batch still using the old model as shadow ends before it closes
         old.close()
         message = "%s %s is active (serial %d)" % (new.model.name, new.model.version, new.installed.serial)
         self.store.record({"state": "active", "reason": message, "model": new.installed.describe()})
         log.info("model update: %s", message)
         self.set_state("active", message=message, transaction=transaction)
-        self.reply(transaction, "ok", "install", state="active", model=describe(new))
+        self.reply(transaction, "ok", "install", state="active", model=describe(new), message=message)
 
     def roll_back(self, new, old, transaction, problem):
         log.error("model update: probation failed: %s; rolling back", problem)
         self.store.rollback(refuse_reason=problem)
         self._swap_to(old)
+        new.shadow = None
         new.close()
         message = "rolled back to %s %s: %s" % (old.model.name, old.model.version, problem)
         self.store.record({"state": "rolled_back", "reason": message, "model": new.installed.describe()})
@@ -425,30 +434,32 @@ class OtaManager(threading.Thread):
         _, bad = self.store.rollback()
         old = self.app.recognizer
         self._swap_to(ObservedRecognizer(recognizer, previous))
+        self._between_batches()
         old.close()
         message = "rolled back by command from %s %s" % (bad.name, bad.version) if bad else "rolled back"
         self.store.record({"state": "rolled_back", "reason": message, "model": bad.describe() if bad else None})
         self.set_state("rolled_back", reason="command", message=message, transaction=transaction)
-        self.reply(transaction, "ok", "rollback", model=describe(self.app.recognizer))
+        self.reply(transaction, "ok", "rollback", model=describe(self.app.recognizer), message=message)
 
 
-def _command_problem(command):
-    """One line saying what is wrong with an install or rollback command, or None."""
-    if command["action"] == "rollback":
+_COMMAND_SCHEMA = []
+
+
+def command_problem(command):
+    """One line naming what breaks configs/schema/model-command.schema.json, or None."""
+    import jsonschema
+
+    from edge import resources
+
+    if not _COMMAND_SCHEMA:
+        with open(resources.find_data("configs/schema/model-command.schema.json")) as f:
+            _COMMAND_SCHEMA.append(json.load(f))
+    errors = sorted(jsonschema.Draft7Validator(_COMMAND_SCHEMA[0]).iter_errors(command),
+                    key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors:
         return None
-    url = command.get("url")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://", "file://", "/")):
-        return "url must be an http(s) URL (or a file:// path on the device), not %r" % (url,)
-    sha = command.get("sha256")
-    if sha is not None and (not isinstance(sha, str) or len(sha) != 64 or
-                            any(c not in "0123456789abcdefABCDEF" for c in sha)):
-        return "sha256 must be 64 hex digits"
-    size = command.get("size")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
-        return "size must be a positive number of bytes"
-    if "allow_downgrade" in command and not isinstance(command["allow_downgrade"], bool):
-        return "allow_downgrade must be true or false"
-    return None
+    where = ".".join(str(p) for p in errors[0].absolute_path) or "(top level)"
+    return "%s: %s" % (where, errors[0].message)
 
 
 def parse_command(payload):

@@ -129,6 +129,8 @@ class Download:
             raise OtaError("http_error", "%s: HTTP %d %s" % (self.url, exc.code, exc.reason))
         except (URLError, socket.timeout, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, socket.timeout):
+                raise OtaError("stalled", "%s: no answer for %g s" % (self.url, self.timeout_s))
             raise OtaError("unreachable", "%s: %s" % (self.url, reason))
         with response:
             return self._receive(response, meta, have)
@@ -187,7 +189,7 @@ class Download:
                         last_report = now
                         self.progress(done, cap)
             except socket.timeout:
-                raise OtaError("stalled", "%s: no data for %.0f s (got %d bytes); will resume"
+                raise OtaError("stalled", "%s: no data for %g s (got %d bytes); will resume"
                                % (self.url, self.timeout_s, done))
             except (OSError, ValueError, http.client.HTTPException) as exc:
                 raise OtaError("interrupted", "%s: connection broke after %d bytes (%s); will resume"

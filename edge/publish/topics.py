@@ -8,6 +8,7 @@
 | <prefix>/<device>/<camera>/snapshot  | JPEG bytes of the last event's plate crop (events.snapshot: topic) | 1 | yes |
 | <prefix>/<device>/<camera>/last_plate| JSON {plate, score, known, timestamp, id} of the last event (home_assistant.enabled) | 1 | yes: it is a state, not an event |
 | <discovery>/sensor/<device>_<camera>_plate/config | Home Assistant discovery for the last-plate sensor (home_assistant.enabled) | 1 | yes |
+| <prefix>/<device>/cmd/model, <prefix>/all/cmd/model, .../cmd/model/response, <prefix>/<device>/model/state | model updates: see edge/ota/mqtt.py | 1 | state only |
 """
 
 ONLINE, OFFLINE = "online", "offline"
