@@ -23,7 +23,6 @@ from edge.publish.homeassistant import HomeAssistantDiscovery
 from edge.publish.mqtt import MqttPublisher
 from edge.publish.topics import Topics
 from edge.queues import FrameMailbox
-from edge.recognize.recognizer import Recognizer
 from edge.recognize.worker import RecognizerWorker
 from edge.service import health
 from edge.service.http import HealthServer
@@ -66,7 +65,7 @@ class App:
         self.ota = OtaService(self)  # OTA hook: an installed model on the state dir replaces model.path
         model_config = self.ota.model_config()
         with _ExtendStartTimeout(self.notifier, "loading model %s" % os.path.basename(model_config.path)):
-            self.recognizer = Recognizer.from_config(model_config, cfg.recognizer)
+            self.recognizer = self.ota.load_recognizer(model_config)
         self.model_load_seconds = time.monotonic() - start
         log.info("model %s %s (%s, %d characters) on %s %s", self.recognizer.model.name,
                  self.recognizer.model.version, self.recognizer.model.path, len(self.recognizer.model.characters),

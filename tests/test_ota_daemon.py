@@ -174,9 +174,16 @@ def test_bad_inputs_are_refused_with_their_reason_while_the_model_serves(kit, ww
     forge(os.path.join(folder, "golden.tar"), reads3, US_CHARS, kit["key"], golden_dir=kit["golden"])
 
     sub = subscriber("lpr-edge/#")
+    # a retained command, there before the daemon subscribes: it would run again at every reconnect, so it
+    # is ignored
+    sub.client.publish(CMD, json.dumps(package_command(kit, www, "p2.tar", "retained")), qos=1, retain=True)
     daemon = Daemon(streaming_config(kit, tmp_path, broker.port), tmp_path)
     try:
         wait_serving(sub, daemon)
+        assert wait_for(lambda: "is retained: ignored" in daemon.text(), 10)
+        assert replies(sub, "retained") == []
+        sub.client.publish(CMD, b"", qos=1, retain=True)  # clear it (the daemon refuses the empty command)
+        assert wait_for(lambda: any("not JSON" in r.get("message", "") for r in sub.events(RESPONSE)), 10)
         cases = [("badsig.tar", {}, "bad_signature"), ("otherkey.tar", {}, "unknown_key"),
                  ("p2.tar", {"sha256": "ab" * 32}, "sha256_mismatch"), ("nonnx.tar", {}, "not_onnx"),
                  ("shape.tar", {}, "contract"), ("chars.tar", {}, "characters_mismatch"),

@@ -210,3 +210,23 @@ def test_a_damaged_installed_model_is_rolled_back_at_start(kit, broker, subscrib
     assert "is damaged" in proc.stderr
     assert sub.events() and all(e["model"]["version"] == "2026.11.24" for e in sub.events())
     assert "is damaged" in json.dumps(listing(config)["refused"])
+
+
+def test_an_installed_model_that_no_longer_loads_is_rolled_back_at_start(kit, broker, subscriber, tmp_path):
+    """E.g. installed offline, then the daemon's backend refuses it: the daemon must still start."""
+    config = write_ota_config(tmp_path, broker.port, public_keys=[kit["pub"]])
+    assert install(config, kit["p2"]).returncode == 0
+    active = ModelStore(state_dir(config)).active()
+    with open(active.characters_path, "w") as f:
+        f.write("".join(c + "\n" for c in "ABCDEFGHIJKLMNOPQRST"))  # intact on disk, wrong for the model
+    manifest = dict(active.manifest)
+    manifest["files"][manifest["characters"]]["sha256"] = sha256_file(active.characters_path)
+    with open(os.path.join(active.folder, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    sub = subscriber("lpr-edge/demo/events")
+    proc = subprocess.run([os.path.join(VENV_BIN, "lpr-edge"), "run", "--config", config], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "does not load" in proc.stderr
+    assert sub.events() and all(e["model"]["version"] == "2026.11.24" for e in sub.events())
+    assert listing(config)["active"]["slot"] is None

@@ -1,6 +1,16 @@
-"""Over-the-air model updates: signed model packages (package.py, signing.py), downloads with resume
-(download.py), the install process on the state directory (store.py, install.py), and the daemon's side:
-MQTT commands, hot swap, probation and rollback (manager.py).
+"""Over-the-air model updates (README: 'Model updates').
+
+    package.py   the package format: writing, and reading it defensively (names, links, sizes, sha256)
+    signing.py   Ed25519 keys and the manifest signature
+    pack.py      `lpr-edge model pack`: measure contract and golden set, sign, write
+    check.py     what a device checks before it serves a model (contract, golden set, engine-build seam)
+    download.py  HTTP(S) download with a size cap, timeouts and Range/If-Range resume
+    store.py     installed models on the state dir and the atomic pointer (state.json)
+    install.py   the install process, shared by the CLI and the daemon
+    daemon.py    the daemon's side: commands, hot swap, probation, rollback (OtaService, OtaManager)
+    mqtt.py      its topics, as an extension of the publisher's client; Home Assistant's update entity
+    remote.py    the CLI talking to a running daemon over MQTT
+    cli.py       `lpr-edge model keygen|pack|verify|install|list|rollback`
 
 Kinds: a package says whether it holds a `recognizer` (LPRNet) or a `detector` (a plate detector, a
 later stage); only recognizers are installed today and a detector package is refused by name."""

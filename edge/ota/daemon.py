@@ -16,6 +16,7 @@ attach() once the worker and publisher exist, start(), stop(); health.py asks he
 """
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -126,13 +127,14 @@ class OtaService:
 
         active = self.store.active()
         while active is not None:
-            digest = sha256_file(active.model_path) if _exists(active.model_path) else None
-            if digest == active.manifest["files"][active.manifest["model"]]["sha256"]:
+            files = active.manifest["files"]
+            damaged = [member for member in (active.manifest["model"], active.manifest["characters"])
+                       if not _exists(os.path.join(active.folder, member)) or
+                       sha256_file(os.path.join(active.folder, member)) != files[member]["sha256"]]
+            if not damaged:
                 break
-            reason = "installed model %s %s is damaged (sha256 %s)" % (active.name, active.version, digest)
-            log.error("model updates: %s; rolling back", reason)
-            self.store.rollback(refuse_reason=reason)
-            self.store.record({"state": "rolled_back", "reason": reason, "model": active.describe()})
+            self._roll_back_at_start(active, "installed model %s %s is damaged (%s)" % (
+                active.name, active.version, ", ".join(damaged)))
             active = self.store.active()
         self.installed = active
         if active is None:
@@ -142,6 +144,28 @@ class OtaService:
         return ModelConfig(path=active.model_path, characters=active.characters_path, name=active.name,
                            version=active.version,
                            plate_format=active.manifest.get("plate_format", self.config.model.plate_format))
+
+    def load_recognizer(self, model_config):
+        """The Recognizer to start with. An installed model that fails to load (its backend refuses it) is
+        rolled back and refused, and the one before it tried: a bad update must never stop the daemon from
+        starting. Only the config's own model failing is an error, as without updates."""
+        from edge.recognize.model import ModelError
+        from edge.recognize.recognizer import Recognizer
+
+        while True:
+            try:
+                return Recognizer.from_config(model_config, self.config.recognizer)
+            except ModelError as exc:
+                if self.installed is None:
+                    raise
+                self._roll_back_at_start(self.installed, "installed model %s %s does not load: %s" % (
+                    self.installed.name, self.installed.version, exc))
+                model_config = self.model_config()
+
+    def _roll_back_at_start(self, bad, reason):
+        log.error("model updates: %s; rolling back", reason)
+        self.store.rollback(refuse_reason=reason)
+        self.store.record({"state": "rolled_back", "reason": reason, "model": bad.describe()})
 
     def attach(self):
         """Wrap the serving recognizer for probation counts; hook the MQTT side into the publisher."""
@@ -183,8 +207,6 @@ class OtaService:
 
 
 def _exists(path):
-    import os
-
     return os.path.isfile(path)
 
 
