@@ -23,8 +23,10 @@ def cmd_keygen(args):
 
     try:
         kid = keygen(args.keyfile)
-    except (OtaError, OSError) as exc:
+    except OtaError as exc:
         return _fail(exc)
+    except OSError as exc:
+        return _fail(OtaError("bad_key", "cannot write %s: %s" % (args.keyfile, exc.strerror or exc)))
     print("wrote %s (private, mode 0600) and %s.pub; key id %s" % (args.keyfile, args.keyfile, kid))
     return EXIT_OK
 

@@ -5,7 +5,6 @@ size and sha256 verified at the end. Stdlib urllib, so the Nano needs no request
 
 The partial file (<downloads>/<key>.part) and its validator (<key>.part.json) stay after a failure, so the
 next try (or the next start) continues where this one stopped; a file that fails its sha256 is deleted."""
-import hashlib
 import http.client
 import json
 import logging
@@ -18,6 +17,7 @@ from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
 from edge.ota import OtaError
+from edge.recognize.model import sha256_file
 
 log = logging.getLogger("edge.ota")
 
@@ -30,14 +30,6 @@ def check_space(folder, needed):
     if free < needed + SPACE_MARGIN:
         raise OtaError("no_space", "%s has %d MB free; the update needs %d MB (package, unpacked copy and a %d MB "
                                    "margin)" % (folder, free >> 20, (needed + SPACE_MARGIN) >> 20, SPACE_MARGIN >> 20))
-
-
-def _sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _load_meta(path):
@@ -209,7 +201,7 @@ class Download:
         if self.size is not None and size != self.size:
             self._restart()
             raise OtaError("size_mismatch", "downloaded %d bytes; the command said %d" % (size, self.size))
-        digest = _sha256_file(self.part)
+        digest = sha256_file(self.part)
         if self.sha256 is not None and digest != self.sha256:
             self._restart()
             raise OtaError("sha256_mismatch", "the download has sha256 %s; the command said %s" % (digest, self.sha256))

@@ -18,6 +18,7 @@ from edge.ota import OtaError, signing
 from edge.ota.check import build_engine, check_contract, check_golden, load_recognizer
 from edge.ota.download import Download, check_space
 from edge.ota.package import open_package
+from edge.recognize.model import sha256_file
 
 log = logging.getLogger("edge.ota")
 
@@ -92,9 +93,9 @@ class Installer:
             if size is not None and os.path.getsize(path) != size:
                 raise OtaError("size_mismatch", "%s is %d bytes; the command said %d" % (path, os.path.getsize(path),
                                                                                         size))
-            if sha256 is not None and _sha256(path) != sha256.lower():
-                raise OtaError("sha256_mismatch", "%s has sha256 %s; the command said %s" % (path, _sha256(path),
-                                                                                            sha256))
+            digest = sha256_file(path) if sha256 is not None else None
+            if digest is not None and digest != sha256.lower():
+                raise OtaError("sha256_mismatch", "%s has sha256 %s; the command said %s" % (path, digest, sha256))
             check_space(self.store.root, os.path.getsize(path))
             return path
         key = (sha256 or hashlib.sha256(source.encode("utf-8")).hexdigest())[:32]
@@ -170,11 +171,3 @@ class Installer:
         if manifest["serial"] <= serial and not allow_downgrade:
             raise OtaError("downgrade", "the package's serial %d is not above the active model's %d; send "
                                         "allow_downgrade to install it anyway" % (manifest["serial"], serial))
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

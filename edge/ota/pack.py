@@ -2,7 +2,6 @@
 measure its contract and golden-set accuracy with the same code a device runs, list every file with its
 sha256, sign the manifest, write the tar atomically."""
 import logging
-import os
 
 from edge.ota import OtaError, signing
 from edge.ota.check import check_contract, load_recognizer, run_golden
@@ -56,19 +55,3 @@ def pack(model_path, out_path, name, version, serial, key_path=None, characters_
     write_package(out_path, manifest, sources, private_key)
     return manifest
 
-
-def golden_from_dataset(data_dir, out_dir, count=20):
-    """Copy the first `count` labelled crops of a TAO-layout dataset into `out_dir` (a golden set)."""
-    import shutil
-
-    from edge.dataset import load_dataset
-
-    samples, _ = load_dataset(data_dir)
-    os.makedirs(os.path.join(out_dir, "image"))
-    os.makedirs(os.path.join(out_dir, "label"))
-    for sample in samples[:count]:
-        stem = os.path.splitext(os.path.basename(sample.image_path))[0]
-        shutil.copyfile(sample.image_path, os.path.join(out_dir, "image", os.path.basename(sample.image_path)))
-        with open(os.path.join(out_dir, "label", stem + ".txt"), "w") as f:
-            f.write(sample.label + "\n")
-    return out_dir

@@ -26,6 +26,7 @@ import time
 
 from edge import __version__
 from edge.ota import KINDS, OtaError, signing
+from edge.recognize.model import sha256_file
 
 log = logging.getLogger("edge.ota")
 
@@ -40,18 +41,6 @@ CHUNK = 1 << 20
 
 def version_tuple(text):
     return tuple(int(p) for p in str(text).split(".") if p.isdigit())
-
-
-def sha256_bytes(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fsync_dir(path):
@@ -142,7 +131,7 @@ def _add_bytes(tar, name, data):
 
 
 def describe_files(sources):
-    return dict((member, {"size": os.path.getsize(path), "sha256": _sha256_file(path)})
+    return dict((member, {"size": os.path.getsize(path), "sha256": sha256_file(path)})
                 for member, path in sources.items())
 
 
@@ -195,10 +184,6 @@ class Package:
         self.manifest = manifest
         self.manifest_bytes = manifest_bytes
         self.signed_by = signed_by
-
-    @property
-    def sha256(self):
-        return _sha256_file(self.path)
 
 
 def open_package(path, public_keys, allow_unsigned=False, max_bytes=None, dest=None):

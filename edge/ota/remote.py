@@ -98,10 +98,10 @@ def install_command(source, sha256=None, size=None, allow_downgrade=False):
         path = os.path.abspath(source[len("file://"):] if source.startswith("file://") else source)
         if not os.path.isfile(path):
             raise OtaError("no_package", "%s: no such file" % path)
-        from edge.ota.install import _sha256
+        from edge.recognize.model import sha256_file
 
         command = {"action": "install", "url": "file://" + path}
-        sha256 = sha256 or _sha256(path)
+        sha256 = sha256 or sha256_file(path)
         size = size or os.path.getsize(path)
     if sha256:
         command["sha256"] = sha256

@@ -46,6 +46,9 @@ def keygen(path):
     for p in (path, path + ".pub"):
         if os.path.exists(p):
             raise OtaError("exists", "%s already exists; not overwriting a key" % p)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        os.makedirs(folder, 0o700)
     private = ed25519.Ed25519PrivateKey.generate()
     _write_new(path, private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()), 0o600)
