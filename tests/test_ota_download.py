@@ -101,6 +101,7 @@ def test_wrong_sha256_is_refused_and_the_file_removed(served, tmp_path):
         download(server, tmp_path, size=len(data), sha256="0" * 64).run()
     assert err.value.code == "sha256_mismatch"
     assert os.listdir(str(tmp_path / "dl")) == []
+    assert len(server.requests) == 1  # not fetched again: the same bytes would come back
 
 
 def test_size_cap_before_and_during_the_download(served, tmp_path):

@@ -88,7 +88,8 @@ class Download:
                 if self._fetch(meta):
                     return self._finish()
             except OtaError as exc:
-                if exc.code in ("too_large", "no_space", "http_error", "bad_url", "cancelled", "size_mismatch"):
+                if exc.code in ("too_large", "no_space", "http_error", "bad_url", "cancelled", "size_mismatch",
+                                "sha256_mismatch"):  # fetching it again cannot help
                     raise
                 error = exc
             log.warning("download %s: %s; retrying (%d of %d)", self.url, error, attempt + 1, self.retries)
