@@ -230,3 +230,11 @@ def test_an_installed_model_that_no_longer_loads_is_rolled_back_at_start(kit, br
     assert "does not load" in proc.stderr
     assert sub.events() and all(e["model"]["version"] == "2026.11.24" for e in sub.events())
     assert listing(config)["active"]["slot"] is None
+
+
+def test_a_second_daemon_on_the_same_state_dir_is_refused(kit, tmp_path):
+    config = write_ota_config(tmp_path, broker_port=free_port(), public_keys=[kit["pub"]])
+    with FileLock(ModelStore(state_dir(config)).daemon_lock.path):
+        result = run_cli("run", "--config", config, timeout=60)
+    assert result.returncode == 2 and "another lpr-edge daemon runs on the state directory" in result.stderr
+    assert "Traceback" not in result.stderr

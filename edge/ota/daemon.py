@@ -108,11 +108,14 @@ class OtaService:
 
         self.app = app
         self.config = app.config
-        self.store = ModelStore(self.config.state_dir)
         try:
+            self.store = ModelStore(self.config.state_dir)
             self.store.daemon_lock.acquire("a daemon")
         except OtaError:
             raise ModelError("another lpr-edge daemon runs on the state directory %s" % self.config.state_dir)
+        except OSError as exc:
+            raise ModelError("state directory %s: cannot keep installed models there: %s"
+                             % (self.config.state_dir, exc.strerror or exc))
         said = self.store.recover()
         if said:
             log.warning("model updates: %s", said)
