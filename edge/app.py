@@ -16,14 +16,14 @@ import time
 
 from edge.capture import CaptureThread
 from edge.events import EventIds, build_event, encode, frigate_payload, snapshot_jpeg
-from edge.outbox import CommitBuffer, Outbox, OutboxWriteError, path_state
+from edge.outbox import CommitBuffer, Outbox, OutboxWriteError
+from edge.ota.daemon import OtaService
 from edge import __version__
 from edge.events import utc_iso
 from edge.publish.homeassistant import HomeAssistantDiscovery
 from edge.publish.mqtt import MqttPublisher
 from edge.publish.topics import Topics
 from edge.queues import FrameMailbox
-from edge.recognize.recognizer import Recognizer
 from edge.recognize.worker import RecognizerWorker
 from edge.service import health
 from edge.service.http import HealthServer
@@ -59,13 +59,16 @@ class App:
         self._worker_outbox = None  # opened in the worker thread: SQLite connections are per thread
         self.commits = CommitBuffer()  # events a full disk could not take yet, retried in order
         self.camera_fps = {}  # camera id -> frames/s over the service thread's last tick
+        self.ota = None  # model updates (edge/ota)
 
     # --- init: everything that can fail on bad input, before any thread starts -----------------
     def init(self):
         cfg = self.config
         start = time.monotonic()
-        with _ExtendStartTimeout(self.notifier, "loading model %s" % os.path.basename(cfg.model.path)):
-            self.recognizer = Recognizer.from_config(cfg.model, cfg.recognizer)
+        self.ota = OtaService(self)  # OTA hook: an installed model on the state dir replaces model.path
+        model_config = self.ota.model_config()
+        with _ExtendStartTimeout(self.notifier, "loading model %s" % os.path.basename(model_config.path)):
+            self.recognizer = self.ota.load_recognizer(model_config)
         self.model_load_seconds = time.monotonic() - start
         log.info("model %s %s (%s, %d characters) on %s %s", self.recognizer.model.name,
                  self.recognizer.model.version, self.recognizer.model.path, len(self.recognizer.model.characters),
@@ -97,6 +100,7 @@ class App:
         self.publisher = MqttPublisher(cfg.mqtt, cfg.device_id, self.publisher_stop, cfg.outbox.path, limits,
                                        print_events=cfg.print_events, status_fn=self.status, discovery=discovery,
                                        retention_s=cfg.events.retention_h * 3600.0)
+        self.ota.attach()  # OTA hook: MQTT commands, hot swap, probation
         self.metrics.attach(self)
         if cfg.health.port:
             self.http = HealthServer(cfg.health.host, cfg.health.port, self.health_report, self.metrics.registry,
@@ -235,6 +239,7 @@ class App:
             self.http.start()
             log.info("health and metrics on http://%s:%d/healthz and /metrics", self.config.health.host, self.http.port)
         self.publisher.start()
+        self.ota.start()  # OTA hook
         self.worker.start()
         for capture in self.captures:
             capture.start()
@@ -280,6 +285,8 @@ class App:
         deadline = time.monotonic() + STOP_BUDGET_S
         self.notifier.notify(STOPPING=1, STATUS="stopping")
         self.stop_event.set()
+        if self.ota is not None:
+            self.ota.stop()  # OTA hook: no swap while stopping; a probation left open rolls back at the next start
         for capture in self.captures:
             capture.join(max(0.1, min(1.0, deadline - time.monotonic())))
         self.worker.join(max(0.1, deadline - time.monotonic() - 2.5))

@@ -325,6 +325,10 @@ def build_parser():
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version)
+
+    from edge.ota.cli import add_model_commands  # over-the-air model updates (edge/ota/)
+
+    add_model_commands(sub)
     return parser
 
 

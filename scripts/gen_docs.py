@@ -67,7 +67,14 @@ def render():
                   "written with dots; `[]` marks list items.")
     events = page(load("event.schema.json"), "Plate event payload",
                   "The JSON published on `<topic_prefix>/<device_id>/events` (QoS 1, not retained).")
-    return {"docs/config.md": config, "docs/events.md": events}
+    package = page(load("model-package.schema.json"), "Model package manifest",
+                   "manifest.json inside a model package (`lpr-edge model pack` writes it; README: 'Model updates').")
+    command = page(load("model-command.schema.json"), "Model command payload",
+                   "The JSON published on `<topic_prefix>/<device_id>/cmd/model` or `<topic_prefix>/all/cmd/model`.")
+    state = page(load("model-state.schema.json"), "Model state payload",
+                 "The JSON published retained on `<topic_prefix>/<device_id>/model/state`.")
+    return {"docs/config.md": config, "docs/events.md": events, "docs/model-package.md": package,
+            "docs/model-command.md": command, "docs/model-state.md": state}
 
 
 def main():

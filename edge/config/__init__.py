@@ -155,6 +155,9 @@ def _semantic_problems(data, base_dir):
         value = mqtt.get("tls", {}).get(key)
         if value is not None and not os.path.isfile(_resolve(value, base_dir)):
             problems.append("mqtt.tls.%s: value %r is wrong: no such file" % (key, value))
+    for i, key in enumerate(data.get("ota", {}).get("public_keys", [])):
+        if not os.path.isfile(_resolve(key, base_dir)):
+            problems.append("ota.public_keys[%d]: value %r is wrong: no such file" % (i, key))
     if mqtt.get("reconnect_min_s", 1) > mqtt.get("reconnect_max_s", 60):
         problems.append("mqtt.reconnect_min_s: value %r is wrong: larger than reconnect_max_s" % mqtt["reconnect_min_s"])
     return problems

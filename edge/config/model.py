@@ -159,6 +159,23 @@ class OutboxConfig:
 
 
 @dataclass
+class OtaConfig:
+    """Over-the-air model updates (edge/ota/)."""
+    enabled: bool = True
+    public_keys: List[str] = field(default_factory=list)
+    allow_unsigned: bool = False
+    max_package_mb: float = 200.0
+    download_timeout_s: float = 30.0
+    download_retries: int = 3
+    require_golden_set: bool = True
+    golden_tolerance: float = 0.0
+    probation_s: float = 300.0
+    probation_min_crops: int = 50
+    probation_max_read_drop: float = 0.25
+    probation_max_score_drop: float = 0.15
+
+
+@dataclass
 class Config:
     device_id: str
     device_profile: str
@@ -175,6 +192,7 @@ class Config:
     events: EventsConfig = field(default_factory=EventsConfig)
     home_assistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    ota: OtaConfig = field(default_factory=OtaConfig)
     base_dir: str = "."
 
     def as_dict(self):
@@ -247,6 +265,7 @@ def config_from_dict(data, schema, base_dir, profile_name, resolve):
         events=EventsConfig(**with_defaults(d.get("events", {}), props["events"])),
         home_assistant=HomeAssistantConfig(**with_defaults(d.get("home_assistant", {}), props["home_assistant"])),
         health=HealthConfig(**with_defaults(d.get("health", {}), props["health"])),
+        ota=_ota(with_defaults(d.get("ota", {}), props["ota"]), base_dir, resolve),
         base_dir=base_dir,
     )
 
@@ -257,6 +276,12 @@ def _engine_dir(recognizer, state_dir, base_dir, resolve):
         return resolve(recognizer["engine_dir"], base_dir)
     cache = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
     return os.path.join(cache or state_dir, "engines")
+
+
+def _ota(o, base_dir, resolve):
+    o = dict(o)
+    o["public_keys"] = [resolve(p, base_dir) for p in o["public_keys"]]
+    return OtaConfig(**o)
 
 
 def _tracking(t):

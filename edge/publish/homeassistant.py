@@ -48,7 +48,7 @@ class HomeAssistantDiscovery:
                 "manufacturer": "lpr-edge", "model": "License plate recognition appliance",
                 "sw_version": __version__}
 
-    def _entity(self, component, key, name, **fields):
+    def entity(self, component, key, name, **fields):
         """(config topic, payload): the keys every entity shares, and `default_entity_id` (HA 2025.10+;
         `object_id` is gone since 2026.4)."""
         unique_id = "%s_%s" % (self.node, slug(key))
@@ -64,7 +64,7 @@ class HomeAssistantDiscovery:
         """(topic, payload) discovery messages to publish retained."""
         out = []
         for camera, rois in self.cameras:
-            out.append(self._entity("sensor", "%s_plate" % camera, "%s last plate" % camera,
+            out.append(self.entity("sensor", "%s_plate" % camera, "%s last plate" % camera,
                                     state_topic=self.topics.last_plate(camera),
                                     value_template="{{ value_json.plate }}",
                                     json_attributes_topic=self.topics.last_plate(camera), icon="mdi:car-search"))
@@ -72,14 +72,14 @@ class HomeAssistantDiscovery:
             if len(rois) > 1:
                 out.extend(self._event_entity(camera, roi) for roi in rois)
             if self.snapshot_topic:
-                out.append(self._entity("image", "%s_plate_image" % camera, "%s last plate image" % camera,
+                out.append(self.entity("image", "%s_plate_image" % camera, "%s last plate image" % camera,
                                         image_topic=self.topics.snapshot(camera), content_type="image/jpeg"))
             out.append(self._diagnostic("%s_fps" % camera, "%s frames per second" % camera,
                                         "{%% for c in value_json.cameras %%}{%% if c.id == '%s' %%}{{ c.fps }}"
                                         "{%% endif %%}{%% endfor %%}" % camera, unit_of_measurement="fps",
                                         state_class="measurement"))
         for name in self.known:
-            out.append(self._entity("binary_sensor", "known_%s" % name, "%s present" % name,
+            out.append(self.entity("binary_sensor", "known_%s" % name, "%s present" % name,
                                     state_topic=self.topics.known_plate(slug(name)), payload_on="ON",
                                     off_delay=self.presence_s, device_class="presence", icon="mdi:car"))
         out.append(self._diagnostic("outbox_events", "outbox events waiting", "{{ value_json.outbox_events }}",
@@ -93,11 +93,11 @@ class HomeAssistantDiscovery:
     def _event_entity(self, camera, roi):
         key = "%s_plate_event" % camera if roi is None else "%s_%s_plate_event" % (camera, roi)
         name = "%s plate" % camera if roi is None else "%s %s plate" % (camera, roi)
-        return self._entity("event", key, name, state_topic=self.topics.plate_event(camera, roi),
+        return self.entity("event", key, name, state_topic=self.topics.plate_event(camera, roi),
                             event_types=["plate", "known_plate"], icon="mdi:car-search")
 
     def _diagnostic(self, key, name, template, **fields):
-        return self._entity("sensor", key, name, state_topic=self.topics.status, value_template=template,
+        return self.entity("sensor", key, name, state_topic=self.topics.status, value_template=template,
                             entity_category="diagnostic", **fields)
 
     def removals(self, topics):

@@ -74,6 +74,9 @@ class MqttPublisher(threading.Thread):
         self.rejected = 0  # events the broker refused in its PUBACK (MQTT 5), e.g. not authorised
         self.status_fn = status_fn  # -> dict for the retained status topic
         self.discovery = discovery  # HomeAssistantDiscovery or None
+        # plug-ins sharing this client (edge/ota): subscriptions(), on_connect(), on_message(msg) -> handled,
+        # outgoing() -> [(topic, payload, retain)] published from this thread
+        self.extensions = []
         self._next_status = 0.0
         self._discovery_due = None
         self.wedge = False  # test hook (LPR_EDGE_TEST_WEDGE=mqtt): the loop stops making progress
@@ -135,8 +138,14 @@ class MqttPublisher(threading.Thread):
         if self.discovery is not None:
             client.subscribe(self.discovery.status_topic, qos=1)
             self._discovery_due = time.monotonic()
+        for extension in self.extensions:
+            for topic in extension.subscriptions():
+                client.subscribe(topic, qos=1)
+            extension.on_connect()
 
     def _on_message(self, client, userdata, msg):
+        if any(extension.on_message(msg) for extension in self.extensions):
+            return
         if self.discovery is not None and msg.topic == self.discovery.status_topic and msg.payload == b"online":
             # Home Assistant restarted: send discovery again after a random delay, as its docs ask
             self._discovery_due = time.monotonic() + random.uniform(0.0, 2.0)
@@ -383,6 +392,9 @@ class MqttPublisher(threading.Thread):
             for topic, payload in self.discovery.removals([t for t, _ in messages]) + messages:
                 self.client.publish(topic, payload, qos=1, retain=True)
             log.info("mqtt: Home Assistant discovery sent for %d camera(s)", len(self.discovery.cameras))
+        for extension in self.extensions:
+            for topic, payload, retain in extension.outgoing():
+                self.client.publish(topic, payload, qos=1, retain=retain)
 
     def _feed(self):
         room = self.config.max_inflight - len(self._inflight)

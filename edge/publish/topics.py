@@ -10,6 +10,7 @@
 | <prefix>/<device>/<camera>/plate, <prefix>/<device>/<camera>/<roi>/plate | JSON {event_type: plate or known_plate, plate, score, known, roi, id, timestamp} once the event is acknowledged: Home Assistant event entities (home_assistant.enabled; per ROI where a camera has several) | 1 | no |
 | <prefix>/<device>/known/<name>       | `ON` when a known plate is read: a presence binary_sensor that turns off after home_assistant.presence_s | 1 | no |
 | <discovery>/<component>/lpr_edge_<device>_<key>/config | Home Assistant discovery: last-plate sensor, event, image, presence and diagnostic entities (home_assistant.enabled); an empty payload removes one that left the config | 1 | yes |
+| <prefix>/<device>/cmd/model, <prefix>/all/cmd/model, .../cmd/model/response, <prefix>/<device>/model/state | model updates: see edge/ota/mqtt.py | 1 | state only |
 """
 
 ONLINE, OFFLINE = "online", "offline"

@@ -37,6 +37,27 @@ class RecognizerWorker(threading.Thread):
         self.wedge = False  # test hook (LPR_EDGE_TEST_WEDGE=recognizer): hang inside a batch
         # camera -> its last reads, in memory only (personal data: events.recent_reads bounds it)
         self.recent = collections.defaultdict(lambda: collections.deque(maxlen=recent_reads))
+        self._next_recognizer = None  # (recognizer, on_swap, done event): taken between two batches
+
+    def swap_recognizer(self, recognizer, on_swap=None):
+        """Hand over a loaded recognizer (a model update, a rollback). The worker takes it between two
+        batches, so no queued frame goes unread and no batch mixes models; `on_swap(old, new)` runs in
+        this thread at that moment. Returns an Event set once the new recognizer serves."""
+        done = threading.Event()
+        self._next_recognizer = (recognizer, on_swap, done)
+        return done
+
+    def _take_swap(self):
+        pending, self._next_recognizer = self._next_recognizer, None
+        if pending is None:
+            return
+        recognizer, on_swap, done = pending
+        old, self.recognizer = self.recognizer, recognizer
+        try:
+            if on_swap is not None:
+                on_swap(old, recognizer)
+        finally:
+            done.set()
 
     def run(self):
         try:
@@ -70,6 +91,8 @@ class RecognizerWorker(threading.Thread):
         return sum(len(i.crops) for i in items if isinstance(i, FrameCrops))
 
     def step(self):
+        if self._next_recognizer is not None:
+            self._take_swap()
         items = self._gather()
         frames = [i for i in items if isinstance(i, FrameCrops)]
         if frames:

@@ -81,6 +81,8 @@ def check_app(app, stage_deadline_s, now=None):
     else:
         out.append(Component("mqtt", OK, "connected, %d events published" % pub.published))
     out.append(_outbox(app, pub))
+    if getattr(app, "ota", None) is not None and app.ota.manager is not None:  # OTA hook: the model and its update
+        out.append(app.ota.health_component())
     return out
 
 

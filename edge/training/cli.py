@@ -88,7 +88,33 @@ def _export(args):
     except DatasetError as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
-    return _export_checked(model, ckpt["characters"], args.output, random_images(64), args.fp16_weights)
+    code = _export_checked(model, ckpt["characters"], args.output, random_images(64), args.fp16_weights)
+    if code == 0 and args.package:
+        return _write_package(args, ckpt["characters"])
+    return code
+
+
+def _write_package(args, characters):
+    """export --package: the ONNX just written, its characters list and a golden set as a signed package."""
+    from edge.ota import OtaError
+    from edge.training.export import export_package, write_characters
+
+    missing = [flag for flag, value in (("--name", args.name), ("--version", args.version),
+                                        ("--serial", args.serial)) if value is None]
+    if missing or not (args.key or args.unsigned):
+        print("error: --package needs %s" % ", ".join(missing + ([] if args.key or args.unsigned else ["--key"])),
+              file=sys.stderr)
+        return 2
+    chars = write_characters(characters, args.output)
+    try:
+        manifest = export_package(args.output, chars, args.package, args.name, args.version, args.serial,
+                                  key=args.key, golden=args.golden, min_accuracy=args.min_accuracy)
+    except OtaError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
+    print("package %s: %s %s serial %d (%s)" % (args.package, manifest["name"], manifest["version"],
+                                                manifest["serial"], "signed" if args.key else "unsigned"))
+    return 0
 
 
 def _synth(args):
@@ -128,6 +154,14 @@ def build_parser():
     p.add_argument("--output", required=True)
     p.add_argument("--fp16-weights", action="store_true",
                    help="store the weights as FP16 with casts to FP32 (half the file; I/O and arithmetic stay FP32)")
+    p.add_argument("--package", metavar="PKG", help="also write a model package (lpr-edge model install takes it)")
+    p.add_argument("--name", help="package: model name")
+    p.add_argument("--version", help="package: model version")
+    p.add_argument("--serial", type=int, help="package: serial, growing with every release of the name")
+    p.add_argument("--key", help="package: signing key from `lpr-edge model keygen`")
+    p.add_argument("--unsigned", action="store_true", help="package: no signature (lab devices only)")
+    p.add_argument("--golden", help="package: golden set folder (image/, label/)")
+    p.add_argument("--min-accuracy", type=float, help="package: golden-set accuracy devices must reach")
     p.set_defaults(func=_export)
     p = sub.add_parser("synth", help="write synthetic plates as a dataset folder (image/, label/)")
     p.add_argument("--region", choices=("us", "ch"), required=True)

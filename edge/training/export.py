@@ -163,3 +163,25 @@ def export_fp16_variant(model, path, images, opset=OPSET, min_same=0.97):
 
 def random_images(n, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 48, 96, 3), dtype=np.uint8)
+
+
+def write_characters(characters, onnx_path):
+    """The characters list beside the ONNX as <stem>.characters.txt, where the daemon looks for it; atomic."""
+    path = os.path.splitext(onnx_path)[0] + ".characters.txt"
+    tmp = path + ".part"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("".join(c + "\n" for c in characters))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def export_package(onnx_path, characters_path, out, name, version, serial, key=None, golden=None,
+                   min_accuracy=None):
+    """A signed model package (edge/ota) of an exported ONNX: what `lpr-edge model install` and the OTA
+    commands take. Its contract and golden-set accuracy are measured on ONNX Runtime as a device does."""
+    from edge.ota.pack import pack
+
+    return pack(onnx_path, out, name, version, serial, key_path=key, characters_path=characters_path,
+                golden_dir=golden, min_accuracy=min_accuracy)

@@ -1,0 +1,131 @@
+"""What a device checks in an unpacked package before it may serve: the I/O contract through the real
+backend (the one the config names), the characters list against the output width, the golden set through
+the real recognizer, and (where TensorRT is the backend) the engine build. The same code measures the
+contract and the accuracy when a package is packed, so pack and install cannot disagree on what they mean."""
+import logging
+import os
+
+import numpy as np
+
+from edge.ota import OtaError
+from edge.recognize.model import ModelError, load_model_info
+
+log = logging.getLogger("edge.ota")
+
+
+def default_recognizer_config():
+    from edge.config.model import RecognizerConfig
+
+    return RecognizerConfig()
+
+
+def load_recognizer(model_path, characters_path, name=None, version=None, plate_format=None, recognizer_config=None):
+    """A Recognizer on the configured backend, or OtaError('not_onnx' | 'contract') saying why not."""
+    from edge.recognize.backends import create_backend
+    from edge.recognize.recognizer import Recognizer, plate_format_for
+
+    rc = recognizer_config or default_recognizer_config()
+    if not os.path.isfile(model_path):
+        raise OtaError("no_model", "%s: no such model file" % model_path)
+    try:
+        with open(model_path, "rb") as f:
+            head = f.read(64)
+        info = load_model_info(model_path, characters_path, name, version)
+        fmt = plate_format_for(info, plate_format or "")
+        backend = create_backend(rc.backend, info, rc)
+    except ModelError as exc:
+        text = str(exc)
+        if "cannot load it" in text or not head:
+            code = "not_onnx"
+        elif "characters" in text and "class" in text:  # the backend's own check of the output width
+            code = "characters_mismatch"
+        else:
+            code = "contract"
+        raise OtaError(code, str(exc))
+    except (IOError, OSError) as exc:
+        raise OtaError("contract", "%s: %s" % (model_path, exc))
+    return Recognizer(info, backend, fmt)
+
+
+def measure_contract(recognizer):
+    """The contract a manifest records, measured on the loaded model (ONNX Runtime's view of it)."""
+    backend = recognizer.backend
+    n_chars = len(recognizer.model.characters)
+    session = getattr(backend, "session", None)
+    contract = {"outputs": list(getattr(backend, "outputs", [])), "classes": n_chars + 1}
+    if session is not None:
+        inp = session.get_inputs()[0]
+        contract["input"] = {"name": inp.name, "shape": [d if isinstance(d, int) else "N" for d in inp.shape],
+                             "dtype": "float32"}
+        widths = [o.shape[2] for o in session.get_outputs() if o.name == "class_probs" and len(o.shape) == 3]
+        if widths and isinstance(widths[0], int):
+            contract["classes"] = widths[0]
+    else:
+        contract["input"] = {"name": "image_input", "shape": ["N", backend.input_channels, 48, 96],
+                             "dtype": "float32"}
+    timesteps = getattr(backend, "timesteps", None)
+    if timesteps:
+        contract["timesteps"] = int(timesteps)
+    return contract
+
+
+def check_contract(recognizer, declared=None):
+    """The loaded model must keep LPRNet's contract with this characters list, and match what the manifest
+    declares (a package whose manifest describes another model than the one it holds is refused)."""
+    measured = measure_contract(recognizer)
+    n_chars = len(recognizer.model.characters)
+    if measured["classes"] != n_chars + 1:
+        raise OtaError("characters_mismatch", "the characters list has %d characters but the model's output has %d "
+                                              "classes (%d expected: the characters and the CTC blank)"
+                       % (n_chars, measured["classes"], n_chars + 1))
+    # a probe on noise: every class id must name a character or the blank
+    probe = np.random.default_rng(0).random((2, recognizer.backend.input_channels, 48, 96)).astype(np.float32)
+    ids = recognizer.backend.infer(probe)[0]
+    if ids.size and (int(ids.max()) > n_chars or int(ids.min()) < 0):
+        raise OtaError("characters_mismatch", "the model gives class id %d but the characters list has only %d "
+                                              "characters (the blank is %d)" % (int(ids.max()), n_chars, n_chars))
+    if declared is not None:
+        for key in ("input", "outputs", "classes", "timesteps"):
+            if key in declared and key in measured and declared[key] != measured[key]:
+                raise OtaError("contract", "the manifest declares %s %s but the model has %s"
+                               % (key, declared[key], measured[key]))
+    return measured
+
+
+def run_golden(recognizer, golden_dir):
+    """Full-plate accuracy on the golden set (count, accuracy)."""
+    from edge.dataset import DatasetError
+    from edge.evaluate import evaluate
+
+    try:
+        result = evaluate(recognizer, golden_dir, batch_size=32)
+    except DatasetError as exc:
+        raise OtaError("golden", "golden set: %s" % exc)
+    if not result["count"]:
+        raise OtaError("golden", "golden set: no crop could be read (%s)" % result["skipped_reasons"])
+    return result["count"], result["plate_accuracy"]
+
+
+def check_golden(recognizer, folder, golden, tolerance=0.0):
+    """Run the package's golden set; OtaError('golden_failed') below the manifest's accuracy."""
+    if golden is None:
+        return None
+    count, accuracy = run_golden(recognizer, os.path.join(folder, golden["path"]))
+    if accuracy + 1e-9 < golden["plate_accuracy"] - tolerance:
+        raise OtaError("golden_failed", "golden set: %.1f%% full-plate accuracy on %d crops; the package expects "
+                                        "at least %.1f%%" % (100 * accuracy, count, 100 * golden["plate_accuracy"]))
+    return accuracy
+
+
+def build_engine(recognizer_config, model_path, progress=None):
+    """Seam for the TensorRT backend: build the candidate's engine into the engine cache before the switch,
+    so the swap never waits on a build and a model TensorRT cannot build is refused while the old one
+    serves. Engines are built here from the ONNX, never taken from a package. With ONNX Runtime there is
+    nothing to build. (The TensorRT backend lives on its own branch; loading the candidate through
+    create_backend in load_recognizer already builds and caches its engine there. This hook is where a
+    separate build with progress, keeping the watchdog fed, goes.)"""
+    if recognizer_config.backend == "onnxruntime":
+        return None
+    if progress is not None:
+        progress(0.0)
+    return None
