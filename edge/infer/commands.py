@@ -109,7 +109,7 @@ def _describe_device(info):
 def _config_or_exit(path):
     from edge.cli import _load_config_or_exit
 
-    return _load_config_or_exit(path)
+    return _load_config_or_exit(path, bind_health=False)  # engines build while the service runs
 
 
 def _cache_from_args(args):

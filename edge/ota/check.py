@@ -48,16 +48,16 @@ def load_recognizer(model_path, characters_path, name=None, version=None, plate_
 
 
 def measure_contract(recognizer):
-    """The contract a manifest records, measured on the loaded model (ONNX Runtime's view of it)."""
+    """The contract a manifest records, measured on the loaded model (the backend session's view of it)."""
     backend = recognizer.backend
     n_chars = len(recognizer.model.characters)
     session = getattr(backend, "session", None)
     contract = {"outputs": list(getattr(backend, "outputs", [])), "classes": n_chars + 1}
-    if session is not None:
-        inp = session.get_inputs()[0]
+    if session is not None:  # an edge.infer Session: inputs/outputs as TensorSpec (name, shape, dtype)
+        inp = session.inputs[0]
         contract["input"] = {"name": inp.name, "shape": [d if isinstance(d, int) else "N" for d in inp.shape],
                              "dtype": "float32"}
-        widths = [o.shape[2] for o in session.get_outputs() if o.name == "class_probs" and len(o.shape) == 3]
+        widths = [o.shape[2] for o in session.outputs if o.name == "class_probs" and o.shape and len(o.shape) == 3]
         if widths and isinstance(widths[0], int):
             contract["classes"] = widths[0]
     else:

@@ -91,7 +91,7 @@ def _open(args):
     from edge.cli import _load_config_or_exit
     from edge.ota.store import ModelStore
 
-    config = _load_config_or_exit(args.config)
+    config = _load_config_or_exit(args.config, preflight=False)  # the running daemon holds the port
     if config is None:
         return None, None, False
     store = ModelStore(config.state_dir)
