@@ -8,18 +8,20 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)  # the README's way to watch events
 # Debian's python3 makes no venv without python3-venv (ensurepip); a pyenv or python.org Python has it built in
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
-if [ "${1:-all}" = demo ]; then
+install_needed() {
     [ ${#need[@]} -eq 0 ] && exit 0
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "system-deps: installing ${need[*]}"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq >/dev/null || true
         apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+        # Debian starts the packaged broker on :1883; tests start their own on free ports.
         exit 0
     fi
     echo "system-deps: missing Debian packages: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2
     exit 1
-fi
+}
+[ "${1:-all}" = demo ] && install_needed
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] || need+=(fonts-dejavu-core)
 [ -e /usr/share/fonts/truetype/liberation/LiberationSansNarrow-Bold.ttf ] || need+=(fonts-liberation)
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
@@ -31,14 +33,4 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)           # test CA for th
 from gi.repository import Gst; Gst.init(None)
 assert Gst.ElementFactory.find("qtdemux") and Gst.ElementFactory.find("rtph264pay")' >/dev/null 2>&1 ||
     need+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good)
-[ ${#need[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "system-deps: installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null || true
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-    # Debian starts the packaged broker on :1883; tests start their own on free ports.
-else
-    echo "system-deps: missing Debian packages: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2
-    exit 1
-fi
+install_needed

@@ -171,6 +171,14 @@ def committed_ids(stderr_text):
     return re.findall(r"plate \S+ \(.*\) (?:event|held) ([0-9A-HJKMNP-TV-Z]{26})$", stderr_text, re.M)
 
 
+def assert_every_committed_event_arrives(stderr_text, sub, timeout):
+    """One event per sample plate was committed, and each reached the subscriber; returns their ids."""
+    committed = committed_ids(stderr_text)
+    assert len(committed) == len(expected_plates()), stderr_text
+    assert wait_for(lambda: set(e["id"] for e in sub.events(EVENTS)) >= set(committed), timeout)
+    return committed
+
+
 def test_broker_outage_while_plates_stream(make_broker, tmp_path):
     broker = make_broker(persistent=True).start()
     sub = Subscriber(broker.port, EVENTS, persistent=True)
@@ -186,9 +194,7 @@ def test_broker_outage_while_plates_stream(make_broker, tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    committed = committed_ids(err)
-    assert len(committed) == len(expected_plates()), err
-    assert wait_for(lambda: set(e["id"] for e in sub.events(EVENTS)) >= set(committed), 10)
+    committed = assert_every_committed_event_arrives(err, sub, 10)
     first_seen = []
     for e in sub.events(EVENTS):
         if e["id"] not in first_seen:

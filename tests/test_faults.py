@@ -14,13 +14,12 @@ import subprocess
 import time
 
 import cv2
-import numpy as np
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import ROOT, VENV_BIN, Subscriber, free_port, run_cli, wait_for
-from test_daemon import EVENTS, committed_ids, demo_config, expected_plates
+from test_daemon import EVENTS, assert_every_committed_event_arrives, demo_config, expected_plates
 from test_service import NotifySocket, get
 
 SAMPLE = os.path.join(ROOT, "samples", "gate_us.mp4")
@@ -178,9 +177,7 @@ def test_frozen_broker_is_found_and_every_event_arrives_after(make_broker, tmp_p
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    committed = committed_ids(err)
-    assert len(committed) == len(expected_plates()), err
-    assert wait_for(lambda: set(e["id"] for e in sub.events(EVENTS)) >= set(committed), 15)
+    assert_every_committed_event_arrives(err, sub, 15)
     assert reconnect_s < 12, reconnect_s
     assert "no PUBACK" in err or "did not answer CONNECT" in err
     sub.close()
@@ -238,9 +235,7 @@ def test_full_disk_holds_events_says_so_and_recovers(broker, tmp_path, small_dis
         proc.kill()
     assert proc.returncode == 0, err
     assert "Traceback" not in err, err
-    committed = committed_ids(err)
-    assert len(committed) == len(expected_plates()), err
-    assert wait_for(lambda: set(e["id"] for e in sub.events(EVENTS)) >= set(committed), 15)
+    assert_every_committed_event_arrives(err, sub, 15)
     assert "every held event is committed" in err
     sub.close()
 

@@ -1,15 +1,11 @@
 """A camera password given inside its URL appears in no log line, no /healthz answer, no MQTT payload (the
 retained status topic included) and no check-config output, while the camera streams and while another
 camera with credentials fails and reconnects."""
-import json
 import os
-import signal
 import time
 
-import yaml
-
 from helpers import ROOT, Subscriber, free_port, run_cli, wait_for
-from test_faults import ROI, camera, health, launch, stop, write_yaml
+from test_faults import camera, health, launch, stop, write_yaml
 
 SECRET = "s3cretPW-7731"
 SECRET_FILE = "f1le-Pass:w/rd"  # from password_file, with characters a URL must escape

@@ -5,6 +5,7 @@ on the bytes copied to fake device memory), so reads are compared with ONNX Runt
 import glob
 import logging
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -44,7 +45,11 @@ def real_crops(n):
 
 @pytest.mark.parametrize("gen", GENERATIONS)
 def test_reads_match_onnx_runtime_on_real_crops(tmp_path, monkeypatch, gen):
-    info = load_model_info(US_MODEL, US_CHARS)
+    # a copy without the shipped .fp16.onnx beside it: the fakes compute through ONNX Runtime, whose CPU build
+    # cannot run an FP16 graph (TensorRT 11 picks the variant: test_tensorrt_11_builds_the_fp16_variant)
+    model = str(tmp_path / "us.onnx")
+    shutil.copy(US_MODEL, model)
+    info = load_model_info(model, US_CHARS)
     crops = real_crops(12)
     expected = [r.text for r in Recognizer(info, create_backend("onnxruntime", info, RecognizerConfig())).read(crops)]
     fake_tensorrt.install(monkeypatch, gen)
@@ -58,6 +63,21 @@ def test_reads_match_onnx_runtime_on_real_crops(tmp_path, monkeypatch, gen):
         assert [r.text for r in reads] == expected and len(set(expected)) > 3
     finally:
         rec.close()
+
+
+def test_tensorrt_11_builds_the_fp16_variant_shipped_beside_the_model(tmp_path, monkeypatch):
+    """TensorRT 11 has no FP16 builder flag: the shipped <model>.fp16.onnx is what it parses; without one it
+    builds FP32 and says so."""
+    from edge.infer.tensorrt_backend import BuildPlan, fp16_variant
+
+    trt, _ = fake_tensorrt.install(monkeypatch, "11")
+    plan = BuildPlan(trt, US_MODEL, options(tmp_path), 0)
+    assert plan.source_path == fp16_variant(US_MODEL) and os.path.isfile(plan.source_path)
+    assert plan.precision == "fp16" and not plan.fp16_flag and not plan.notes
+    bare = str(tmp_path / "us.onnx")
+    shutil.copy(US_MODEL, bare)
+    plan = BuildPlan(trt, bare, options(tmp_path), 0)
+    assert plan.source_path == bare and plan.precision == "fp32" and "building FP32" in plan.notes[0]
 
 
 def test_8_2_binding_indices_execute_async_v2_max_workspace_size(tmp_path, monkeypatch):

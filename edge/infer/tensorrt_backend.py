@@ -16,7 +16,6 @@ version strings (../shared/docs/tensorrt-ota-detector.md 1.5-1.6):
                          (<model>.fp16.onnx, FP16 inside, FP32 inputs and outputs), else FP32 with a warning
 tf_op_layer_ArgMax comes back int32 (ONNX says int64): outputs keep the engine's dtype.
 """
-import hashlib
 import logging
 import os
 import queue
@@ -74,11 +73,9 @@ def fp16_variant(model_path):
 
 
 def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    from edge.recognize.model import sha256_file  # late: edge.recognize imports this layer
+
+    return sha256_file(path)
 
 
 def _pad(array, size):

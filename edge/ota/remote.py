@@ -14,20 +14,9 @@ from edge.ota.mqtt import OtaTopics
 
 
 def _client(mqtt):
-    import paho.mqtt.client as paho
+    from edge.publish.mqtt import make_client
 
-    client_id = "lpr-edge-cli-%s" % uuid.uuid4().hex[:8]
-    if hasattr(paho, "CallbackAPIVersion"):
-        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
-    else:
-        client = paho.Client(client_id=client_id)
-    if mqtt.username:
-        client.username_pw_set(mqtt.username, mqtt.password())
-    if mqtt.tls is not None:
-        client.tls_set(ca_certs=mqtt.tls.ca_certs, certfile=mqtt.tls.certfile, keyfile=mqtt.tls.keyfile,
-                       cert_reqs=ssl.CERT_REQUIRED)
-        client.tls_insecure_set(mqtt.tls.insecure)
-    return client
+    return make_client(mqtt, "lpr-edge-cli-%s" % uuid.uuid4().hex[:8])
 
 
 def send(config, command, timeout_s=900.0, out=None, until_settled=True):

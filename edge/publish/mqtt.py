@@ -56,6 +56,26 @@ def describe_connect_error(exc):
     return "%s: %s" % (type(exc).__name__, exc)
 
 
+def make_client(cfg, client_id):
+    """A paho client for the broker `cfg` (an MqttConfig) names: protocol, credentials and TLS, with paho 1.6's
+    and 2.x's constructors; callbacks are the caller's."""
+    protocol = paho.MQTTv5 if cfg.protocol == "5" else paho.MQTTv311
+    kwargs = {"client_id": client_id, "protocol": protocol}
+    if protocol != paho.MQTTv5:
+        kwargs["clean_session"] = True
+    if PAHO2:
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, **kwargs)
+    else:
+        client = paho.Client(**kwargs)
+    if cfg.username:
+        client.username_pw_set(cfg.username, cfg.password())
+    if cfg.tls is not None:
+        client.tls_set(ca_certs=cfg.tls.ca_certs, certfile=cfg.tls.certfile, keyfile=cfg.tls.keyfile,
+                       cert_reqs=ssl.CERT_REQUIRED)
+        client.tls_insecure_set(cfg.tls.insecure)
+    return client
+
+
 class MqttPublisher(threading.Thread):
     def __init__(self, config, device_id, stop_event, outbox_path, outbox_limits, print_events=False, out=None,
                  status_fn=None, discovery=None, retention_s=0.0):
@@ -101,26 +121,13 @@ class MqttPublisher(threading.Thread):
     # --- client set-up -----------------------------------------------------------------------
     def _make_client(self):
         cfg = self.config
-        protocol = paho.MQTTv5 if cfg.protocol == "5" else paho.MQTTv311
-        kwargs = {"client_id": cfg.client_id, "protocol": protocol}
-        if protocol != paho.MQTTv5:
-            kwargs["clean_session"] = True
-        if PAHO2:
-            client = paho.Client(paho.CallbackAPIVersion.VERSION2, **kwargs)
-        else:
-            client = paho.Client(**kwargs)
+        client = make_client(cfg, cfg.client_id)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         client.max_inflight_messages_set(cfg.max_inflight)
         client.will_set(self.topics.availability, OFFLINE, qos=1, retain=True)
-        if cfg.username:
-            client.username_pw_set(cfg.username, cfg.password())
-        if cfg.tls is not None:
-            client.tls_set(ca_certs=cfg.tls.ca_certs, certfile=cfg.tls.certfile, keyfile=cfg.tls.keyfile,
-                           cert_reqs=ssl.CERT_REQUIRED)
-            client.tls_insecure_set(cfg.tls.insecure)
         return client
 
     # --- paho callbacks (run inside client.loop, in this thread) --------------------------------
