@@ -15,7 +15,7 @@ import threading
 import time
 
 from edge.capture import CaptureThread
-from edge.events import EventIds, build_event, encode, frigate_payload, snapshot_jpeg
+from edge.events import EventIds, build_event, encode, frame_jpeg, frigate_payload, snapshot_jpeg
 from edge.outbox import CommitBuffer, Outbox, OutboxWriteError
 from edge.ota.daemon import OtaService
 from edge import __version__
@@ -96,6 +96,7 @@ class App:
             discovery = HomeAssistantDiscovery(
                 cfg.home_assistant, self.topics, cfg.device_id, [(c.id, [r.id for r in c.rois]) for c in cfg.cameras],
                 known_plates=sorted(cfg.tracking.known_plates), snapshot_topic=cfg.events.snapshot == "topic",
+                frame_topic=cfg.events.frame_snapshot,
                 announced_path=os.path.join(cfg.state_dir, "ha_discovery.json"))
         self.publisher = MqttPublisher(cfg.mqtt, cfg.device_id, self.publisher_stop, cfg.outbox.path, limits,
                                        print_events=cfg.print_events, status_fn=self.status, discovery=discovery,
@@ -136,6 +137,9 @@ class App:
         extra = ()
         if mode == "topic" and jpeg is not None:  # same transaction: the snapshot is as durable as its event
             extra = ((event_id + ".snapshot", self.topics.snapshot(track.camera_id), jpeg, True),)
+        frame = self._frame_snapshot(track.camera_id)
+        if frame is not None:
+            extra += ((event_id + ".frame.snapshot", self.topics.frame(track.camera_id), frame, True),)
         payload = encode(event if self.config.events.format != "frigate" else
                          frigate_payload(event, track.best.wall_time))
         try:
@@ -150,6 +154,15 @@ class App:
         log.info("camera %s: plate %s (score %.2f, %d reads, roi %s%s) %s %s", track.camera_id, event["plate"],
                  event["score"], event["read_count"], track.roi_id,
                  ", known: %s" % event["known"] if event["known"] else "", "held" if held else "event", event_id)
+
+    def _frame_snapshot(self, camera_id):
+        """The camera's newest frame (the car is still in view when its event is made), if frames are sent."""
+        if not self.config.events.frame_snapshot:
+            return None
+        for capture in self.captures:
+            if capture.camera.id == camera_id and capture.last_frame is not None:
+                return frame_jpeg(capture.last_frame, self.config.events.snapshot_quality)
+        return None
 
     def _retry_commits(self):
         """Worker tick: commit what a full disk held back, as soon as there is room again."""

@@ -50,6 +50,20 @@ def snapshot_jpeg(track, quality):
     return buf.tobytes() if ok else None
 
 
+FRAME_SNAPSHOT_WIDTH = 640
+
+
+def frame_jpeg(frame_rgb, quality, width=FRAME_SNAPSHOT_WIDTH):
+    """A full frame as JPEG bytes, downscaled to at most `width` pixels wide (plate events stay small)."""
+    import cv2
+
+    h, w = frame_rgb.shape[:2]
+    if w > width:
+        frame_rgb = cv2.resize(frame_rgb, (width, int(round(h * width / float(w)))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return buf.tobytes() if ok else None
+
+
 def build_event(track, event_id, device_id, model_info, known=None, snapshot=None):
     """The event payload for a finished track (a dict, ready for json.dumps); `snapshot` is JPEG bytes
     to carry inline."""

@@ -165,3 +165,26 @@ cameras:
         with pytest.raises(ConfigError) as info:
             load_config(str(path))
         assert words in str(info.value) and "cameras[0]" in str(info.value)
+
+
+def test_frame_snapshot_with_its_event_and_home_assistant_image_entities(broker, tmp_path):
+    sub = Subscriber(broker.port, "#")
+    config = demo_config(tmp_path, broker.port, **{"events": {"snapshot": "topic", "frame_snapshot": True},
+                                                   "home_assistant": {"enabled": True}})
+    proc = launch(config)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    frames = sub.payloads("lpr-edge/demo/gate/frame")
+    assert len(frames) == len(expected_plates())
+    image = decode_jpeg(frames[-1])
+    assert image.shape == (360, 640, 3)  # the sample's frame size is within the 640 px cap
+    assert decode_jpeg(sub.payloads("lpr-edge/demo/gate/snapshot")[-1]).shape == (48, 96, 3)
+    configs = {t: json.loads(p.decode()) for t, p, _ in sub.messages if t.endswith("/config") and p}
+    assert configs["homeassistant/image/lpr_edge_demo_gate_frame_image/config"]["image_topic"] == \
+        "lpr-edge/demo/gate/frame"
+    assert configs["homeassistant/image/lpr_edge_demo_gate_plate_image/config"]["image_topic"] == \
+        "lpr-edge/demo/gate/snapshot"
+    retained = Subscriber(broker.port, "lpr-edge/demo/gate/frame")  # a late subscriber gets the last frame
+    assert wait_for(lambda: retained.messages, 5) and retained.messages[0][2]
+    retained.close()
+    sub.close()

@@ -102,6 +102,7 @@ class EventsConfig:
     format: str = "lpr-edge"
     retention_h: float = 0.0
     recent_reads: int = 50
+    frame_snapshot: bool = False
 
 
 @dataclass

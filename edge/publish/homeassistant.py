@@ -1,6 +1,6 @@
 """Home Assistant MQTT discovery: one device (the appliance) with, per camera, a 'last plate' sensor, an
-`event` entity that fires on each plate event (and one per ROI where a camera has several), an `image`
-entity with the last plate crop (events.snapshot: topic) and a frames-per-second diagnostic; per known plate
+`event` entity that fires on each plate event (and one per ROI where a camera has several), `image`
+entities with the last plate crop (events.snapshot: topic) and the frame (events.frame_snapshot) and a frames-per-second diagnostic; per known plate
 a `binary_sensor` that is on while that car is there; device diagnostics from the status topic (outbox,
 backend, model version). Every entity is tied to the availability topic. Entities whose camera, ROI or
 known plate left the config are removed (an empty retained discovery payload), from the list of what was
@@ -28,7 +28,7 @@ def slug(text):
 
 class HomeAssistantDiscovery:
     def __init__(self, config, topics, device_id, cameras, known_plates=None, snapshot_topic=False,
-                 announced_path=None):
+                 announced_path=None, frame_topic=False):
         """`cameras`: camera ids, or (id, [roi ids]) pairs; `known_plates`: names from tracking.known_plates."""
         self.config = config
         self.topics = topics
@@ -36,6 +36,7 @@ class HomeAssistantDiscovery:
         self.cameras = [c if isinstance(c, tuple) else (c, []) for c in cameras]
         self.known = list(known_plates or [])
         self.snapshot_topic = snapshot_topic
+        self.frame_topic = frame_topic  # events.frame_snapshot: a 'last frame' image entity per camera
         self.announced_path = announced_path  # JSON list of the discovery topics sent last time
         self.status_topic = config.status_topic
         self.presence_s = getattr(config, "presence_s", 60)
@@ -74,6 +75,9 @@ class HomeAssistantDiscovery:
             if self.snapshot_topic:
                 out.append(self.entity("image", "%s_plate_image" % camera, "%s last plate image" % camera,
                                         image_topic=self.topics.snapshot(camera), content_type="image/jpeg"))
+            if self.frame_topic:
+                out.append(self.entity("image", "%s_frame_image" % camera, "%s last frame" % camera,
+                                       image_topic=self.topics.frame(camera), content_type="image/jpeg"))
             out.append(self._diagnostic("%s_fps" % camera, "%s frames per second" % camera,
                                         "{%% for c in value_json.cameras %%}{%% if c.id == '%s' %%}{{ c.fps }}"
                                         "{%% endif %%}{%% endfor %%}" % camera, unit_of_measurement="fps",

@@ -6,6 +6,7 @@
 | <prefix>/<device>/availability       | `online` on every connect; `offline` as the last will and on a clean stop | 1 | yes |
 | <prefix>/<device>/status             | JSON: version, model, cameras and their state, uptime, outbox depth; on connect and every mqtt.status_interval_s | 1 | yes |
 | <prefix>/<device>/<camera>/snapshot  | JPEG bytes of the last event's plate crop (events.snapshot: topic) | 1 | yes |
+| <prefix>/<device>/<camera>/frame     | JPEG bytes of the camera's frame at the last event, at most 640 px wide (events.frame_snapshot) | 1 | yes |
 | <prefix>/<device>/<camera>/last_plate| JSON {plate, score, known, timestamp, id} of the last event (home_assistant.enabled) | 1 | yes: it is a state, not an event |
 | <prefix>/<device>/<camera>/plate, <prefix>/<device>/<camera>/<roi>/plate | JSON {event_type: plate or known_plate, plate, score, known, roi, id, timestamp} once the event is acknowledged: Home Assistant event entities (home_assistant.enabled; per ROI where a camera has several) | 1 | no |
 | <prefix>/<device>/known/<name>       | `ON` when a known plate is read: a presence binary_sensor that turns off after home_assistant.presence_s | 1 | no |
@@ -25,6 +26,9 @@ class Topics:
 
     def snapshot(self, camera_id):
         return "%s/%s/snapshot" % (self.base, camera_id)
+
+    def frame(self, camera_id):
+        return "%s/%s/frame" % (self.base, camera_id)
 
     def last_plate(self, camera_id):
         return "%s/%s/last_plate" % (self.base, camera_id)
