@@ -341,3 +341,35 @@ def test_training_on_the_gpu_matches_the_cpu_contract(tmp_path):
     path = export_onnx(model, str(tmp_path / "tiny.onnx"))
     images, _ = generate_synthetic("us", 16, seed=9, workers=1)
     assert check_same_reads(model, path, images, chars) == []
+
+
+def test_synth_needs_no_torch_and_refuses_a_negative_count(tmp_path):
+    """`lpr-edge-train synth` on a machine without torch (a device): torch's import is made to fail."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "class NoTorch:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'torch' or name.startswith('torch.'):\n"
+            "            raise ImportError('no torch here')\n"
+            "sys.meta_path.insert(0, NoTorch())\n"
+            "from edge.training.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    out = str(tmp_path / "plates")
+    run = subprocess.run([sys.executable, "-c", code, "synth", "--region", "us", "--count", "3", "--out", out],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert len(os.listdir(os.path.join(out, "image"))) == 3 and len(os.listdir(os.path.join(out, "label"))) == 3
+    bad = subprocess.run([sys.executable, "-c", code, "synth", "--region", "us", "--count", "-2", "--out", out],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, cwd=ROOT, timeout=120)
+    assert bad.returncode == 2 and "--count must be at least 1" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bench_refuses_nonpositive_seconds_and_batches():
+    from helpers import run_cli
+
+    model = os.path.join(ROOT, "models", "us_lprnet_baseline10_mid.onnx")
+    for args, words in ((("--seconds", "-1"), "--seconds must be more than 0"), (("--batch", "0,4"), "at least 1")):
+        result = run_cli("bench", "--model", model, *args)
+        assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr, result.stderr
