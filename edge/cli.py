@@ -179,7 +179,7 @@ def cmd_evaluate(args):
 
 
 def cmd_bench(args):
-    from edge.bench import bench
+    from edge.bench import add_flops, bench, count_macs, reference_gflops
     from edge.recognize.model import ModelError
 
     if args.seconds <= 0:
@@ -195,15 +195,31 @@ def cmd_bench(args):
     except (ModelError, ValueError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return EXIT_CONFIG
+    macs = count_macs(info.path)
     rows = bench(recognizer, batches, args.seconds)
-    print("model %s on %s (%s)" % (info.name, args.backend, ",".join(recognizer.backend.providers)))
-    print("%6s %12s %12s %10s" % ("batch", "plates/s", "batch ms", "x batch %d" % batches[0]))
+    reference = reference_gflops(args.threads) if recognizer.backend.name == "onnxruntime" else None
+    add_flops(rows, macs, reference)
+    print("model %s on %s (%s)" % (info.name, recognizer.backend.name, ",".join(recognizer.backend.providers)))
+    if macs:
+        print("%.3f GMAC per plate (conv %.3f, matmul %.3f, LSTM %.3f), counted from the ONNX graph"
+              % (macs["total"] / 1e9, macs["conv"] / 1e9, macs["matmul"] / 1e9, macs["lstm"] / 1e9))
+    if reference:
+        print("the same runtime and threads on plain work: %.1f GFLOP/s on a 1024^3 matrix product, %.1f GFLOP/s "
+              "on a 3x3 convolution" % (reference["matmul"], reference["conv3x3"]))
+    print("%6s %10s %9s %9s %8s %9s %8s %8s" % ("batch", "plates/s", "p50 ms", "p99 ms", "x first", "GFLOP/s",
+                                               "vs conv", "vs mm"))
     for row in rows:
-        print("%6d %12.1f %12.2f %10.2f" % (row["batch"], row["plates_per_s"], row["batch_ms_median"],
-                                            row["speedup_vs_first"]))
+        print("%6d %10.1f %9.2f %9.2f %8.2f %9s %8s %8s" % (
+            row["batch"], row["plates_per_s"], row["latency_ms_p50"], row["latency_ms_p99"], row["speedup_vs_first"],
+            _fmt(row["gflops"]), _fmt(row["vs_conv3x3"], "%.0f%%", 100), _fmt(row["vs_matmul"], "%.0f%%", 100)))
     if args.json:
-        print(json.dumps({"model": info.name, "sha256": info.sha256, "rows": rows}))
+        print(json.dumps({"model": info.name, "sha256": info.sha256, "backend": recognizer.backend.name,
+                          "macs": macs, "reference_gflops": reference, "rows": rows}))
     return EXIT_OK
+
+
+def _fmt(value, pattern="%.1f", scale=1.0):
+    return "-" if value is None else pattern % (value * scale)
 
 
 def cmd_snapshot(args):
@@ -300,9 +316,13 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("bench", help="recognizer throughput per batch size",
-                       description="Plates per second of the recognizer (preprocess, inference, decode) for each "
-                                   "batch size, in one run: compare the figures as ratios.")
+    p = sub.add_parser("bench", help="recognizer throughput, latency and FLOP/s per batch size",
+                       description="`bench model` (or plain `bench`): plates per second and p50/p99 latency of the "
+                                   "recognizer (preprocess, inference, decode) for each batch size, the model's MACs "
+                                   "counted from its ONNX graph and the FLOP/s it reaches beside what the same "
+                                   "runtime reaches on a plain matrix product and 3x3 convolution, all in one run: "
+                                   "compare the figures as ratios.")
+    p.add_argument("what", nargs="?", default="model", choices=("model",), help="what to measure (model)")
     _add_recognizer_args(p)
     p.add_argument("--batch", default="1,4,16,64", help="batch sizes, comma-separated")
     p.add_argument("--seconds", type=float, default=3.0, help="seconds per batch size")

@@ -1,0 +1,68 @@
+"""`lpr-edge bench model`: MACs counted from the ONNX graph (checked on a graph built here with known costs and on
+the shipped model against the training code's formula), latency percentiles per batch, and the FLOP/s the same
+runtime reaches on plain work, in one JSON line. No timing is asserted: speed belongs to the benchmark."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from helpers import ROOT, run_cli
+
+onnx = pytest.importorskip("onnx")
+
+
+def test_macs_are_counted_from_the_graph(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge.bench import count_macs
+
+    rng = np.random.default_rng(0)
+    conv_w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "cw")
+    lstm_w = numpy_helper.from_array(rng.standard_normal((1, 4 * 16, 8 * 12)).astype(np.float32), "lw")
+    lstm_r = numpy_helper.from_array(rng.standard_normal((1, 4 * 16, 16)).astype(np.float32), "lr")
+    dense = numpy_helper.from_array(rng.standard_normal((16, 5)).astype(np.float32), "dw")
+    shape = numpy_helper.from_array(np.array([24, 1, 8 * 12], np.int64), "shape")
+    nodes = [
+        helper.make_node("Conv", ["x", "cw"], ["c"], pads=[1, 1, 1, 1], strides=[4, 4]),    # 1x8x12x24
+        helper.make_node("Transpose", ["c"], ["t"], perm=[3, 0, 1, 2]),                  # 24x1x8x12
+        helper.make_node("Reshape", ["t", "shape"], ["seq"]),                            # 24x1x96
+        helper.make_node("LSTM", ["seq", "lw", "lr"], ["h"], hidden_size=16),             # 24x1x1x16
+        helper.make_node("Flatten", ["h"], ["f"], axis=3),                                 # 24x16
+        helper.make_node("MatMul", ["f", "dw"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 48, 96])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [conv_w, lstm_w, lstm_r, dense, shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    path = str(tmp_path / "g.onnx")
+    onnx.save(model, path)
+    macs = count_macs(path)
+    assert macs["conv"] == 8 * 12 * 24 * (3 * 3 * 3)
+    assert macs["lstm"] == 24 * 1 * 64 * (96 + 16)
+    assert macs["matmul"] == (24 * 1 * 5) * 16
+    assert macs["total"] == macs["conv"] + macs["lstm"] + macs["matmul"]
+
+
+def test_shipped_model_macs_match_the_architecture():
+    from edge.bench import count_macs
+
+    macs = count_macs(os.path.join(ROOT, "models", "us_lprnet_baseline10_mid.onnx"))
+    # the README's 0.39 GMAC per plate: 9 convolutions of the mid baseline10, a 256-unit LSTM over 24 steps
+    assert 0.38e9 < macs["total"] < 0.40e9 and macs["lstm"] == 24 * 4 * 256 * (12 * 150 + 256)
+
+
+def test_bench_model_json_line(tmp_path):
+    model = os.path.join(ROOT, "models", "us_lprnet_baseline10_mid.onnx")
+    result = run_cli("bench", "model", "--model", model, "--batch", "1,4", "--seconds", "0.3", "--json", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["macs"]["total"] > 0 and set(out["reference_gflops"]) == {"matmul", "conv3x3"}
+    assert [r["batch"] for r in out["rows"]] == [1, 4]
+    for row in out["rows"]:
+        assert row["latency_ms_p99"] >= row["latency_ms_p50"] > 0 and row["plates_per_s"] > 0
+        assert row["gflops"] > 0 and 0 < row["vs_conv3x3"] and 0 < row["vs_matmul"]
+    assert "GMAC per plate" in result.stdout and "plain work" in result.stdout
+    legacy = run_cli("bench", "--model", model, "--batch", "1", "--seconds", "0.2")  # `bench` alone is `bench model`
+    assert legacy.returncode == 0, legacy.stderr
