@@ -151,15 +151,24 @@ def cmd_evaluate(args):
     try:
         recognizer = _recognizer_from_args(args)
         only = read_id_list(args.only_ids) if args.only_ids else None
-        result = evaluate(recognizer, args.data, normalize or None, args.batch, args.limit, keep_reads=args.show_errors,
-                          only_ids=only)
+        result = evaluate(recognizer, args.data, normalize or None, args.batch, args.limit,
+                          keep_reads=args.show_errors or bool(args.contact_sheet), only_ids=only)
     except (ModelError, DatasetError, ValueError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return EXIT_CONFIG
+    misreads = [r for r in result.pop("reads", []) if r[1] != r[2]]
     if args.show_errors:
-        for path, label, text, score in result.pop("reads"):
-            if label != text:
-                print("%s: truth %s read %s (score %.2f)" % (path, label, text or "(nothing)", score))
+        for path, label, text, score in misreads:
+            print("%s: truth %s read %s (score %.2f)" % (path, label, text or "(nothing)", score))
+    if args.contact_sheet:
+        from edge.contact_sheet import write_contact_sheet
+
+        try:
+            drawn = write_contact_sheet(args.contact_sheet, misreads)
+        except OSError as exc:
+            print("error: --contact-sheet %s: %s" % (args.contact_sheet, exc.strerror or exc), file=sys.stderr)
+            return EXIT_CONFIG
+        print("contact sheet: %s (%d of %d misreads: crop, truth, read)" % (args.contact_sheet, drawn, len(misreads)))
     print("model %s on %s (%s)" % (result["model"], result["data"], result["backend"]))
     print("plates: %d evaluated, %d skipped %s" % (result["count"], result["skipped"],
                                                     result["skipped_reasons"] or ""))
@@ -313,6 +322,7 @@ def build_parser():
     p.add_argument("--normalize", action="append", metavar="FROM=TO",
                    help="map a label character before scoring, e.g. O=0 for US lists without O (repeatable)")
     p.add_argument("--show-errors", action="store_true", help="print every misread plate")
+    p.add_argument("--contact-sheet", metavar="PNG", help="write the misreads as a PNG grid (crop, truth, read)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
     p.set_defaults(func=cmd_evaluate)
 

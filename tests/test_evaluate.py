@@ -54,3 +54,21 @@ def test_bench_runs_and_reports_ratios(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout.strip().splitlines()[-1])["rows"]
     assert [r["batch"] for r in rows] == [1, 4] and rows[0]["speedup_vs_first"] == 1.0
+
+
+def test_contact_sheet_of_misreads(tmp_path):
+    model = make_lprnet_like(tmp_path / "m.onnx", force_class=3)  # reads "3" for every plate
+    data = str(tmp_path / "set")
+    make_dataset(data, ["3", "AB1", "33", "C9"])  # three misreads
+    chars = os.path.join(ROOT, "models", "us_lp_characters.txt")
+    sheet = str(tmp_path / "errors.png")
+    result = run_cli("evaluate", "--model", model, "--data", str(tmp_path), "--characters", chars,
+                     "--contact-sheet", sheet)
+    assert result.returncode == 0, result.stderr
+    assert "3 of 3 misreads" in result.stdout
+    image = cv2.imread(sheet)
+    assert image.shape == (96 + 40, 6 * 192, 3)  # one row of cells: crop enlarged, truth and read under it
+    assert image[:96, :3 * 192].std() > 0 and (image[:96, 3 * 192:] == 255).all()  # three crops, then blank
+    bad = run_cli("evaluate", "--model", model, "--data", str(tmp_path), "--characters", chars,
+                  "--contact-sheet", str(tmp_path / "no" / "such" / "dir.png"))
+    assert bad.returncode == 2 and "--contact-sheet" in bad.stderr and "Traceback" not in bad.stderr
