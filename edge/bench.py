@@ -58,8 +58,9 @@ def count_macs(onnx_path):
     wanted = [n for n in model.graph.node if n.op_type in ("Conv", "MatMul", "Gemm", "LSTM")]
     weights = dict((i.name, list(i.dims)) for i in model.graph.initializer)
     names = set()
-    for node in wanted:
-        names.update(t for t in (node.input[0], node.output[0]) if t and t not in weights)
+    for node in wanted:  # weights too where they are computed (a quantized model's DequantizeLinear)
+        used = [node.input[0], node.output[0]] + list(node.input[1:3] if node.op_type in ("Conv", "LSTM") else [])
+        names.update(t for t in used if t and t not in weights)
     existing = set(o.name for o in model.graph.output)
     for name in sorted(names - existing):
         model.graph.output.extend([onnx.ValueInfoProto(name=name)])
@@ -69,9 +70,12 @@ def count_macs(onnx_path):
     outs = sess.run(None, {inp.name: np.zeros(shape, np.float32)})
     shapes = dict(weights)
     shapes.update((o.name, list(v.shape)) for o, v in zip(sess.get_outputs(), outs))
-    macs = {"conv": 0, "matmul": 0, "lstm": 0}
+    macs = {"conv": 0, "matmul": 0, "lstm": 0, "uncounted_nodes": 0}
     for node in wanted:
         out, first = shapes.get(node.output[0]), shapes.get(node.input[0])
+        if out is None or first is None or any(shapes.get(t) is None for t in node.input[1:3] if t):
+            macs["uncounted_nodes"] += 1
+            continue
         if node.op_type == "Conv":
             macs["conv"] += int(np.prod(out)) * int(np.prod(shapes[node.input[1]][1:]))  # Cin/groups * kh * kw
         elif node.op_type in ("MatMul", "Gemm"):
@@ -79,7 +83,7 @@ def count_macs(onnx_path):
         else:  # LSTM: per step and direction, the four gates over the input and the hidden state
             w, r = shapes[node.input[1]], shapes[node.input[2]]
             macs["lstm"] += first[0] * w[0] * w[1] * (w[2] + r[2])
-    macs["total"] = sum(macs.values())
+    macs["total"] = macs["conv"] + macs["matmul"] + macs["lstm"]
     return macs
 
 

@@ -204,7 +204,11 @@ def cmd_bench(args):
     except (ModelError, ValueError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return EXIT_CONFIG
-    macs = count_macs(info.path)
+    try:
+        macs = count_macs(info.path)
+    except Exception as exc:  # counting is a report, never a reason to stop the benchmark
+        print("warning: MACs not counted for %s: %s" % (info.path, exc), file=sys.stderr)
+        macs = None
     rows = bench(recognizer, batches, args.seconds)
     reference = reference_gflops(args.threads) if recognizer.backend.name == "onnxruntime" else None
     add_flops(rows, macs, reference)

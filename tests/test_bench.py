@@ -66,3 +66,24 @@ def test_bench_model_json_line(tmp_path):
     assert "GMAC per plate" in result.stdout and "plain work" in result.stdout
     legacy = run_cli("bench", "--model", model, "--batch", "1", "--seconds", "0.2")  # `bench` alone is `bench model`
     assert legacy.returncode == 0, legacy.stderr
+
+
+def test_macs_of_a_quantized_graph_whose_weights_are_computed(tmp_path):
+    """A QDQ model's convolution weights come out of DequantizeLinear, not from an initializer."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge.bench import count_macs
+
+    w8 = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.int8), "w8")
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "s")
+    zero = numpy_helper.from_array(np.array(0, np.int8), "z")
+    nodes = [helper.make_node("DequantizeLinear", ["w8", "s", "z"], ["w"]),
+             helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w8, scale, zero])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    path = str(tmp_path / "q.onnx")
+    onnx.save(model, path)
+    macs = count_macs(path)
+    assert macs["conv"] == 4 * 8 * 8 * 27 and macs["uncounted_nodes"] == 0
