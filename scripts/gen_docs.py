@@ -67,13 +67,16 @@ def render():
                   "written with dots; `[]` marks list items.")
     events = page(load("event.schema.json"), "Plate event payload",
                   "The JSON published on `<topic_prefix>/<device_id>/events` (QoS 1, not retained).")
+    frigate = page(load("frigate-event.schema.json"), "Plate event payload, Frigate-shaped",
+                   "The JSON published on `<topic_prefix>/<device_id>/events` with `events.format: frigate`.")
     package = page(load("model-package.schema.json"), "Model package manifest",
                    "manifest.json inside a model package (`lpr-edge model pack` writes it; README: 'Model updates').")
     command = page(load("model-command.schema.json"), "Model command payload",
                    "The JSON published on `<topic_prefix>/<device_id>/cmd/model` or `<topic_prefix>/all/cmd/model`.")
     state = page(load("model-state.schema.json"), "Model state payload",
                  "The JSON published retained on `<topic_prefix>/<device_id>/model/state`.")
-    return {"docs/config.md": config, "docs/events.md": events, "docs/model-package.md": package,
+    return {"docs/config.md": config, "docs/events.md": events, "docs/frigate-events.md": frigate,
+            "docs/model-package.md": package,
             "docs/model-command.md": command, "docs/model-state.md": state}
 
 

@@ -113,7 +113,12 @@ def test_frigate_shaped_events(broker, subscriber, tmp_path):
     assert proc.returncode == 0, err
     events = sub.events(EVENTS)
     assert [e["plate"] for e in events] == plates
+    import jsonschema
+
+    with open(os.path.join(ROOT, "configs", "schema", "frigate-event.schema.json")) as f:
+        schema = json.load(f)
     for e in events:
+        jsonschema.validate(e, schema)
         assert e["type"] == "lpr" and e["camera"] == "gate" and isinstance(e["timestamp"], float)
         x1, y1, x2, y2 = e["plate_box"]
         assert x2 > x1 and y2 > y1 and 0 < e["score"] <= 1 and len(e["id"]) == 26
