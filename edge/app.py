@@ -3,6 +3,10 @@
     capture threads (one per camera) -> FrameMailbox (bounded, drop oldest) -> recognizer worker
     (batches crops across cameras, LPRNet, tracker) -> outbox (SQLite, committed) -> MQTT publisher
 
+Cameras in mode 'detect' send whole frames (at detect_fps) to another FrameMailbox instead, which the
+detector worker (edge/detect: batches frames across cameras, finds plates, keeps those in the camera's zones)
+turns into plate crops for the recognizer's mailbox.
+
 Stop (SIGTERM/SIGINT, or every source ended with exit_when_sources_end) ends within 5 s: capture stops,
 the worker reads what is queued and closes open tracks, and the publisher publishes what the outbox
 holds until the deadline; what is left stays in the outbox for the next start.
@@ -60,6 +64,9 @@ class App:
         self.commits = CommitBuffer()  # events a full disk could not take yet, retried in order
         self.camera_fps = {}  # camera id -> frames/s over the service thread's last tick
         self.ota = None  # model updates (edge/ota)
+        self.detector = None  # edge/detect, for cameras in mode 'detect'
+        self.detect_mailbox = None
+        self.detector_worker = None
 
     # --- init: everything that can fail on bad input, before any thread starts -----------------
     def init(self):
@@ -74,9 +81,15 @@ class App:
                  self.recognizer.model.version, self.recognizer.model.path, len(self.recognizer.model.characters),
                  self.recognizer.backend.name, ",".join(self.recognizer.backend.providers))
         self.topics = Topics(cfg.mqtt.topic_prefix, cfg.device_id)
+        detect_cameras = [c for c in cfg.cameras if c.mode == "detect"]
+        if detect_cameras:
+            self._load_detector()
         for camera in cfg.cameras:
             self.mailbox.add_camera(camera.id, camera.queue_size)
-            self.captures.append(CaptureThread(camera, self.mailbox, self.stop_event))
+            inbox = self.detect_mailbox if camera.mode == "detect" else self.mailbox
+            self.captures.append(CaptureThread(camera, inbox, self.stop_event))
+        if detect_cameras:
+            self._init_detector_worker(detect_cameras)
         limits = (cfg.outbox.max_events, cfg.outbox.max_bytes)
         _private_dir(cfg.state_dir)
         try:  # a damaged file is salvaged here, before any thread; a full disk is reported and retried later
@@ -108,6 +121,33 @@ class App:
                                      routes={"/snapshot.jpg": self.snapshot_page, "/reads": self.reads_page})
         self._apply_test_wedge(os.environ.get(TEST_WEDGE_ENV))
 
+    def _load_detector(self):
+        from edge.detect import Detector
+        from edge.recognize.backends import infer_options
+
+        d = self.config.detector
+        options = infer_options(self.config.recognizer)
+        options.max_batch = d.max_batch
+        with _ExtendStartTimeout(self.notifier, "loading detector %s" % os.path.basename(d.path)):
+            self.detector = Detector.load(d.path, self.config.recognizer.backend, options, d.threshold, d.nms_iou,
+                                          d.name, d.version)
+        w, h = self.detector.input_size
+        log.info("detector %s (%s, input %dx%d) on %s", self.detector.name, self.detector.kind, w, h,
+                 self.detector.session.name)
+        self.detect_mailbox = FrameMailbox()
+
+    def _init_detector_worker(self, cameras):
+        from edge.detect import DetectorWorker, PlateFilter
+
+        filters = {}
+        for camera in cameras:
+            self.detect_mailbox.add_camera(camera.id, camera.queue_size)
+            filters[camera.id] = PlateFilter(camera.id, camera.zones, camera.masks, camera.min_plate_px,
+                                             self.config.detector.margin)
+        fast = set(c.camera.id for c in self.captures if c.camera.mode == "detect" and c.waits_for_room)
+        self.detector_worker = DetectorWorker(self.detector, self.detect_mailbox, self.mailbox, filters,
+                                              self.stop_event, self.config.detector.max_batch, wait_for_room=fast)
+
     def _apply_test_wedge(self, stage):
         if not stage:
             return
@@ -133,7 +173,8 @@ class App:
         jpeg = snapshot_jpeg(track, self.config.events.snapshot_quality) if mode != "none" else None
         event_id = self.event_ids.new()
         event = build_event(track, event_id, self.config.device_id, self.recognizer.model,
-                            known=self.known.match(track.best.text), snapshot=jpeg if mode == "inline" else None)
+                            known=self.known.match(track.best.text), snapshot=jpeg if mode == "inline" else None,
+                            detector=self.detector)
         extra = ()
         if mode == "topic" and jpeg is not None:  # same transaction: the snapshot is as durable as its event
             extra = ((event_id + ".snapshot", self.topics.snapshot(track.camera_id), jpeg, True),)
@@ -254,6 +295,8 @@ class App:
         self.publisher.start()
         self.ota.start()  # OTA hook
         self.worker.start()
+        if self.detector_worker is not None:
+            self.detector_worker.start()
         for capture in self.captures:
             capture.start()
         self.service_thread = ServiceThread(self)
@@ -302,6 +345,8 @@ class App:
             self.ota.stop()  # OTA hook: no swap while stopping; a probation left open rolls back at the next start
         for capture in self.captures:
             capture.join(max(0.1, min(1.0, deadline - time.monotonic())))
+        if self.detector_worker is not None:  # it detects what is queued, then the recognizer reads that
+            self.detector_worker.join(max(0.1, deadline - time.monotonic() - 3.0))
         self.worker.join(max(0.1, deadline - time.monotonic() - 2.5))
         self.publisher.drain_then_stop(max(0.1, deadline - time.monotonic() - 0.5))
         self.publisher_stop.set()
@@ -309,6 +354,8 @@ class App:
         if self.publisher.is_alive():
             log.warning("publisher still busy at the stop deadline; unpublished events stay in the outbox")
         self.recognizer.close()
+        if self.detector is not None:
+            self.detector.close()
         if self.http is not None:
             self.http.stop()
         self.notifier.close()

@@ -64,9 +64,9 @@ def frame_jpeg(frame_rgb, quality, width=FRAME_SNAPSHOT_WIDTH):
     return buf.tobytes() if ok else None
 
 
-def build_event(track, event_id, device_id, model_info, known=None, snapshot=None):
+def build_event(track, event_id, device_id, model_info, known=None, snapshot=None, detector=None):
     """The event payload for a finished track (a dict, ready for json.dumps); `snapshot` is JPEG bytes
-    to carry inline."""
+    to carry inline; `detector` (edge.detect.Detector) where the plate was found by one."""
     best = track.best
     event = {
         "schema": SCHEMA_ID,
@@ -86,6 +86,10 @@ def build_event(track, event_id, device_id, model_info, known=None, snapshot=Non
         "model": {"name": model_info.name, "version": model_info.version, "sha256": model_info.sha256},
         "known": known,
     }
+    if best.det_score is not None and detector is not None:
+        event["detection"] = {"score": round(float(best.det_score), 4), "zone": best.zone or None,
+                              "model": {"name": detector.name, "version": detector.version,
+                                        "sha256": detector.sha256}}
     if snapshot is not None:
         event["snapshot"] = {"content_type": "image/jpeg", "encoding": "base64",
                              "data": base64.b64encode(snapshot).decode("ascii")}

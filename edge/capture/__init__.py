@@ -1,4 +1,4 @@
 """Capture stage: one thread per camera reads its source, cuts plate crops and queues them."""
-from edge.capture.thread import CaptureThread, FrameCrops, SourceEnded
+from edge.capture.thread import CaptureThread, FrameCrops, FrameImage, SourceEnded
 
-__all__ = ["CaptureThread", "FrameCrops", "SourceEnded"]
+__all__ = ["CaptureThread", "FrameCrops", "FrameImage", "SourceEnded"]

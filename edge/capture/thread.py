@@ -22,6 +22,8 @@ log = logging.getLogger("edge.capture")
 
 FrameCrops = namedtuple("FrameCrops", "camera_id seq timestamp wall_time crops")
 SourceEnded = namedtuple("SourceEnded", "camera_id")
+FrameImage = namedtuple("FrameImage", "camera_id seq timestamp wall_time image")
+"""Mode detect: a whole frame (RGB uint8) for the detector worker."""
 
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 30.0
 TICK_S = 1.0  # longest wait between two progress stamps while backing off
@@ -35,7 +37,8 @@ class CaptureThread(threading.Thread):
         self.mailbox = mailbox
         self.stop_event = stop_event
         self.source = source or open_source(camera)
-        self.cropper = cropper_for(camera)
+        self.cropper = cropper_for(camera)  # None for mode detect: whole frames go to the detector
+        self._last_detect_ts = None
         self.state = "starting"  # starting, opening, streaming, reconnecting, ended, failed
         self.error = None
         self.frames = 0
@@ -43,7 +46,7 @@ class CaptureThread(threading.Thread):
         self.last_progress = time.monotonic()  # heartbeat for the watchdog
         self.blocked_bound_s = 0.0  # how long the source call now running may take by its own timeouts
         self.last_frame = None  # the newest RGB frame (a reference; frames are new arrays), for /snapshot.jpg
-        self._wait_for_room = self.source.finite and camera.pacing == "fast"
+        self.waits_for_room = self.source.finite and camera.pacing == "fast"
         self._retries = not self.source.finite or getattr(self.source, "loop", False)
         self.wedge = False  # test hook (LPR_EDGE_TEST_WEDGE=camera): stop making progress
 
@@ -138,7 +141,18 @@ class CaptureThread(threading.Thread):
             seq += 1
             self.frames += 1
             self.last_frame = frame
-            crops = self.cropper.crops(frame)
-            self.mailbox.put(self.camera.id, FrameCrops(self.camera.id, seq, ts, time.time(), crops),
-                             wait=self._wait_for_room, stop_event=self.stop_event)
+            item = self._item(seq, ts, frame)
+            if item is not None:
+                self.mailbox.put(self.camera.id, item, wait=self.waits_for_room, stop_event=self.stop_event)
         return False
+
+    def _item(self, seq, ts, frame):
+        """What goes to the next stage: the ROI crops, or (mode detect) the whole frame for the detector,
+        at most detect_fps of them a second (the snapshot still sees every frame)."""
+        if self.cropper is not None:
+            return FrameCrops(self.camera.id, seq, ts, time.time(), self.cropper.crops(frame))
+        period = 1.0 / self.camera.detect_fps if self.camera.detect_fps else 0.0
+        if period and self._last_detect_ts is not None and 0 <= ts - self._last_detect_ts < period:
+            return None
+        self._last_detect_ts = ts
+        return FrameImage(self.camera.id, seq, ts, time.time(), frame)

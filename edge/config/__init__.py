@@ -118,18 +118,14 @@ def _semantic_problems(data, base_dir):
             problems.append("%s.rois: ROI id %r is used twice" % (where, dup))
         for j, roi in enumerate(cam.get("rois", [])):
             pts = roi["points"]
-            area = 0.0
-            for k in range(4):
-                x1, y1 = pts[k]
-                x2, y2 = pts[(k + 1) % 4]
-                area += x1 * y2 - x2 * y1
-            if abs(area) / 2.0 < 16:
+            if polygon_area(pts) < 16:
                 problems.append("%s.rois[%d].points: value %s is wrong: the four points enclose no area"
                                 % (where, j, json.dumps(pts)))
             elif _self_intersecting(pts):
                 problems.append("%s.rois[%d].points: value %s is wrong: the outline crosses itself (give the "
                                 "corners in order: top-left, top-right, bottom-right, bottom-left)"
                                 % (where, j, json.dumps(pts)))
+        problems.extend(_detect_problems(where, cam, data))
         if "format" in cam:
             problems.extend(_regex_problem("%s.format" % where, cam["format"]))
         problems.extend(_camera_credential_problems(where, cam, base_dir))
@@ -146,6 +142,10 @@ def _semantic_problems(data, base_dir):
         if key in model and not os.path.isfile(_resolve(model[key], base_dir)):
             problems.append("model.%s: value %r is wrong: no such file (%s)"
                             % (key, model[key], _resolve(model[key], base_dir)))
+    detector = data.get("detector", {})
+    if "path" in detector and not os.path.isfile(_resolve(detector["path"], base_dir)):
+        problems.append("detector.path: value %r is wrong: no such file (%s)"
+                        % (detector["path"], _resolve(detector["path"], base_dir)))
     mqtt = data.get("mqtt", {})
     if "password_env" in mqtt and mqtt["password_env"] not in os.environ:
         problems.append("mqtt.password_env: environment variable %r is not set" % mqtt["password_env"])
@@ -161,6 +161,44 @@ def _semantic_problems(data, base_dir):
     if mqtt.get("reconnect_min_s", 1) > mqtt.get("reconnect_max_s", 60):
         problems.append("mqtt.reconnect_min_s: value %r is wrong: larger than reconnect_max_s" % mqtt["reconnect_min_s"])
     return problems
+
+
+def _detect_problems(where, cam, data):
+    """Mode 'detect' needs a detector; zones and masks must be simple polygons with an area."""
+    problems = []
+    if cam.get("mode") == "detect" and not data.get("detector", {}).get("path"):
+        problems.append("%s.mode: 'detect' needs a detector: set detector.path (lpr-edge's, NVIDIA's LPDNet or a "
+                        "YOLO end-to-end .onnx)" % where)
+    polygons = [("zones[%d].points" % j, z["points"]) for j, z in enumerate(cam.get("zones", []))]
+    polygons += [("masks[%d]" % j, m) for j, m in enumerate(cam.get("masks", []))]
+    for key, points in polygons:
+        problem = polygon_problem(points)
+        if problem:
+            problems.append("%s.%s: value %s is wrong: %s" % (where, key, json.dumps(points), problem))
+    zone_ids = [z["id"] for z in cam.get("zones", [])]
+    for dup in sorted(set(z for z in zone_ids if zone_ids.count(z) > 1)):
+        problems.append("%s.zones: zone id %r is used twice" % (where, dup))
+    if (cam.get("zones") or cam.get("masks")) and cam.get("mode") != "detect":
+        problems.append("%s.zones: zones and masks apply to mode 'detect' only" % where)
+    return problems
+
+
+def polygon_area(points):
+    area = 0.0
+    for k in range(len(points)):
+        x1, y1 = points[k]
+        x2, y2 = points[(k + 1) % len(points)]
+        area += x1 * y2 - x2 * y1
+    return abs(area) / 2.0
+
+
+def polygon_problem(points, min_area=16.0):
+    """Why these points are not a usable polygon (None when they are)."""
+    if _self_intersecting(points):  # first: a bow tie's two halves cancel in the area
+        return "the outline crosses itself (give the corners in order around the shape)"
+    if polygon_area(points) < min_area:
+        return "the points enclose no area"
+    return None
 
 
 def _self_intersecting(points):

@@ -47,6 +47,18 @@ class RoiConfig:
 
 
 @dataclass
+class DetectorConfig:
+    """The plate detector for cameras in mode 'detect' (edge/detect/); it runs on the recognizer's backend."""
+    path: str
+    threshold: float = 0.3
+    nms_iou: float = 0.3
+    margin: float = 0.05
+    max_batch: int = 8
+    name: Optional[str] = None
+    version: Optional[str] = None
+
+
+@dataclass
 class CameraConfig:
     id: str
     source: str
@@ -64,6 +76,10 @@ class CameraConfig:
     username: Optional[str] = None
     password_env: Optional[str] = None
     password_file: Optional[str] = None
+    detect_fps: float = 5.0
+    zones: List[RoiConfig] = field(default_factory=list)
+    masks: List[List[Tuple[float, float]]] = field(default_factory=list)
+    min_plate_px: float = 30.0
 
     def password(self):
         """Read when the stream opens, so it never sits in the config object or its repr."""
@@ -93,6 +109,7 @@ class TrackingConfig:
     replace_rules: List[Tuple[str, str]] = field(default_factory=list)
     known_plates: Dict[str, List[str]] = field(default_factory=dict)
     match_distance: int = 1
+    box_iou: float = 0.1
 
 
 @dataclass
@@ -194,6 +211,7 @@ class Config:
     home_assistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     ota: OtaConfig = field(default_factory=OtaConfig)
+    detector: Optional[DetectorConfig] = None
     base_dir: str = "."
 
     def as_dict(self):
@@ -229,6 +247,8 @@ def config_from_dict(data, schema, base_dir, profile_name, resolve):
             continue
         cam = dict(cam)
         cam["rois"] = [RoiConfig(r["id"], [tuple(p) for p in r["points"]]) for r in cam.get("rois", [])]
+        cam["zones"] = [RoiConfig(z["id"], [tuple(p) for p in z["points"]]) for z in cam.get("zones", [])]
+        cam["masks"] = [[tuple(p) for p in m] for m in cam.get("masks", [])]
         cam["source"] = _resolve_source(cam["source"], base_dir, resolve)
         if cam.get("password_file"):
             cam["password_file"] = resolve(cam["password_file"], base_dir)
@@ -267,6 +287,7 @@ def config_from_dict(data, schema, base_dir, profile_name, resolve):
         home_assistant=HomeAssistantConfig(**with_defaults(d.get("home_assistant", {}), props["home_assistant"])),
         health=HealthConfig(**with_defaults(d.get("health", {}), props["health"])),
         ota=_ota(with_defaults(d.get("ota", {}), props["ota"]), base_dir, resolve),
+        detector=_detector(d.get("detector"), props["detector"], base_dir, resolve),
         base_dir=base_dir,
     )
 
@@ -277,6 +298,14 @@ def _engine_dir(recognizer, state_dir, base_dir, resolve):
         return resolve(recognizer["engine_dir"], base_dir)
     cache = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
     return os.path.join(cache or state_dir, "engines")
+
+
+def _detector(detector, schema, base_dir, resolve):
+    if not detector or not detector.get("path"):
+        return None
+    detector = with_defaults(detector, schema)
+    detector["path"] = resolve(detector["path"], base_dir)
+    return DetectorConfig(**detector)
 
 
 def _ota(o, base_dir, resolve):

@@ -10,8 +10,10 @@ log = logging.getLogger("edge.crop")
 
 CROP_W, CROP_H = 96, 48
 
-PlateCrop = namedtuple("PlateCrop", "roi_id image box")
-"""roi_id: ROI name; image: RGB uint8 48x96; box: [x, y, w, h] of the region in the frame."""
+PlateCrop = namedtuple("PlateCrop", "roi_id image box det_score zone")
+PlateCrop.__new__.__defaults__ = (None, "")  # fixed ROIs have no detector score and no zone
+"""roi_id: ROI name ('plate' for detected boxes); image: RGB uint8 48x96; box: [x, y, w, h] of the region in
+the frame; det_score: the detector's confidence (None for fixed ROIs); zone: the zone it counted in."""
 
 
 class RoiCropper:
@@ -55,6 +57,9 @@ class FrameCropper:
 
 
 def cropper_for(camera):
+    """The camera's cropper; None in mode 'detect' (edge/detect cuts crops from detected boxes)."""
+    if camera.mode == "detect":
+        return None
     if camera.mode == "crop":
         return FrameCropper()
     return RoiCropper(camera.id, camera.rois)

@@ -122,7 +122,7 @@ class RecognizerWorker(threading.Thread):
         self.crops_read += len(flat)
         for (frame, crop), read in zip(flat, reads):
             plate_read = PlateRead(frame.camera_id, crop.roi_id, frame.timestamp, frame.wall_time, read.text,
-                                   read.score, read.char_scores, crop.image, crop.box)
+                                   read.score, read.char_scores, crop.image, crop.box, crop.det_score, crop.zone)
             for track in self.tracker.add(plate_read):
                 self.emit(track)
             self._remember(plate_read)

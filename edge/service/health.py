@@ -41,21 +41,41 @@ def _camera(capture, stage_deadline_s, now):
     return Component(name, OK, "%s, %d frames" % (capture.state, capture.frames))
 
 
+def _wedged(name, worker, stage_deadline_s, now):
+    """FAILED when a worker thread died, sits inside one batch, or its loop stopped turning; else None."""
+    busy = worker.busy_since
+    if not worker.is_alive():
+        return Component(name, FAILED, "worker thread is not running: %s" % (worker.error or "stopped"))
+    if busy is not None and now - busy > stage_deadline_s:
+        return Component(name, FAILED, "stuck inside one batch for %.0f s (wedged)" % (now - busy))
+    if busy is None and _age(worker.last_progress, now) > stage_deadline_s:
+        return Component(name, FAILED, "worker loop made no progress for %.0f s (wedged)"
+                         % _age(worker.last_progress, now))
+    return None
+
+
+def _detector(app, worker):
+    fallback = getattr(app.detector.session, "fallback_reason", None)
+    if fallback:
+        return Component("detector", DEGRADED, "running on %s, not tensorrt: %s" % (app.detector.session.name,
+                                                                                   fallback))
+    return Component("detector", OK, "%d frames, %d plates found, %d kept" % (
+        worker.frames_detected, worker.plates_detected, worker.plates_kept))
+
+
 def check_app(app, stage_deadline_s, now=None):
     """[Component] for every stage of a running App."""
     now = time.monotonic() if now is None else now
     out = []
     for capture in app.captures:
         out.append(_camera(capture, stage_deadline_s, now))
+    detector = getattr(app, "detector_worker", None)
+    if detector is not None:
+        out.append(_wedged("detector", detector, stage_deadline_s, now) or _detector(app, detector))
     worker = app.worker
-    busy = worker.busy_since
-    if not worker.is_alive():
-        out.append(Component("recognizer", FAILED, "worker thread is not running: %s" % (worker.error or "stopped")))
-    elif busy is not None and now - busy > stage_deadline_s:
-        out.append(Component("recognizer", FAILED, "stuck inside one batch for %.0f s (wedged)" % (now - busy)))
-    elif busy is None and _age(worker.last_progress, now) > stage_deadline_s:
-        out.append(Component("recognizer", FAILED, "worker loop made no progress for %.0f s (wedged)"
-                             % _age(worker.last_progress, now)))
+    wedged = _wedged("recognizer", worker, stage_deadline_s, now)
+    if wedged is not None:
+        out.append(wedged)
     elif app.recognizer.invalid_ids:
         out.append(Component("recognizer", DEGRADED, "%d class ids beyond the characters list: wrong list for "
                              "this model?" % app.recognizer.invalid_ids))

@@ -7,14 +7,21 @@ reported while it waits), or when the track ends with at least `min_reads` reads
 best read of the winning text (highest score), the read count and the first and last time seen.
 Reads that are too short, below `min_confidence` or off the plate `format` never join a track; they
 are counted by reason.
+
+Plates found by the detector (roi 'plate') move through the frame: a read that matches no track by text
+joins the track whose last box its box overlaps (tracking.box_iou) if at most half its characters differ,
+so a car driving through, its plate growing or partly hidden, stays one track and one event.
 """
 import collections
 import re
 import time
 from collections import namedtuple
 
-PlateRead = namedtuple("PlateRead", "camera_id roi_id timestamp wall_time text score char_scores image box")
+PlateRead = namedtuple("PlateRead", "camera_id roi_id timestamp wall_time text score char_scores image box "
+                                    "det_score zone")
+PlateRead.__new__.__defaults__ = (None, "")  # reads of fixed ROIs: no detector score, no zone
 
+DETECT_ROI = "plate"  # edge.detect.zones.DETECT_ROI: crops cut from detected boxes
 WALL_SLACK_S = 2.0  # a camera that stops sending frames closes its tracks this long after expire_s
 
 
@@ -33,6 +40,16 @@ def edit_distance(a, b, limit=None):
             return limit + 1
         prev = cur
     return prev[-1]
+
+
+def box_iou(a, b):
+    """IoU of two [x, y, w, h] boxes."""
+    ix = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    iy = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    if ix <= 0 or iy <= 0:
+        return 0.0
+    inter = float(ix * iy)
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
 class Track:
@@ -121,6 +138,8 @@ class Tracker:
             dist = edit_distance(read.text, track.text, limit)
             if dist < best_dist:
                 best, best_dist = track, dist
+        if best is None and read.roi_id == DETECT_ROI:
+            best = self._by_box(key, read)
         if best is None:
             best = Track(read)
             self.tracks[key].append(best)
@@ -133,6 +152,17 @@ class Tracker:
             self.tracks[key].remove(best)  # a parked car: close this track, the next read starts another
             out.extend(self._closed([best]))
         return out
+
+    def _by_box(self, key, read):
+        """Detected plates: the open track whose last box this read's box overlaps most (at least box_iou),
+        when no more than half the characters differ: the same car, read partly wrong this frame."""
+        best, best_iou = None, self.config.box_iou
+        for track in self.tracks[key]:
+            overlap = box_iou(track.last.box, read.box)
+            if overlap >= best_iou and edit_distance(read.text, track.text, len(track.text) // 2) <= \
+                    len(track.text) // 2:
+                best, best_iou = track, overlap
+        return best
 
     def _expire(self, key, now):
         old = [t for t in self.tracks[key] if now - t.last.timestamp > self.config.expire_s]

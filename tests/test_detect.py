@@ -1,0 +1,195 @@
+"""The detect stage: both detector contracts decoded against boxes known in advance (small ONNX files built
+here, run by the real ONNX Runtime), a model of another layout refused naming its tensors, zones, masks and
+min_plate_px, crops from boxes, tracking by box overlap, and the daemon finding the sample's plates with a
+detector instead of a fixed ROI."""
+import json
+import os
+
+import jsonschema
+import numpy as np
+import pytest
+
+from detector_models import detectnet_model, other_model, yolo_e2e_model
+from edge.config.model import RoiConfig, TrackingConfig
+from edge.detect import DETECT_ROI, Detector, DetectorError, PlateFilter, crop_box
+from edge.detect import contracts
+from edge.track import PlateRead, Tracker
+from helpers import ROOT, run_cli
+
+
+def frame(w, h):
+    return np.zeros((h, w, 3), np.uint8)
+
+
+def test_detectnet_boxes_come_back_in_frame_pixels_for_any_frame_size(tmp_path):
+    boxes = [[100, 150, 180, 180], [300, 60, 360, 84]]  # input pixels of a 512x288 network
+    detector = Detector.load(detectnet_model(tmp_path / "d.onnx", boxes))
+    assert detector.kind == contracts.DETECTNET_V2 and detector.input_size == (512, 288)
+    out = detector.detect([frame(1280, 720), frame(512, 288), frame(640, 480)])
+    assert len(out) == 3
+    # nine cells say each plate; NMS leaves one box per plate, the best cell's score
+    for found, (sx, sy) in zip(out, [(2.5, 2.5), (1.0, 1.0), (1.25, 480 / 288.0)]):
+        want = sorted([[b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy] for b in boxes])
+        assert found.shape == (2, 5)
+        np.testing.assert_allclose(sorted(found[:, :4].tolist()), want, atol=0.5)
+        np.testing.assert_allclose(found[:, 4], [0.9, 0.9], atol=1e-6)
+
+
+def test_detectnet_threshold_drops_weak_cells(tmp_path):
+    detector = Detector.load(detectnet_model(tmp_path / "d.onnx", [[100, 150, 180, 180]], score=0.25))
+    assert detector.detect([frame(512, 288)])[0].shape == (0, 5)  # 0.25 < the 0.3 default
+    detector.threshold = 0.2
+    assert detector.detect([frame(512, 288)])[0].shape == (1, 5)
+
+
+def test_encode_decode_round_trip():
+    gh, gw = 18, 32
+    for box in ([10, 20, 90, 50], [400.5, 200.25, 505, 280], [0, 0, 16, 8]):
+        target = contracts.encode_detectnet(box, gh, gw, 288, 512)
+        cov = np.zeros((1, gh, gw), np.float32)
+        cov[0, 5, 7] = 1.0  # any cell decodes the box it was encoded with
+        found = contracts.decode_detectnet(cov, target, 288, 512, 0.5, 0.3)
+        np.testing.assert_allclose(found[0, :4], box, atol=1e-3)
+
+
+def test_yolo_end_to_end_undoes_the_letterbox(tmp_path):
+    # a 1280x720 frame letterboxed into 640x640: scale 0.5, 140 grey rows above
+    detector = Detector.load(yolo_e2e_model(tmp_path / "y.onnx", [[100, 250, 200, 290], [300, 300, 340, 320]]))
+    assert detector.kind == contracts.YOLO_E2E and detector.max_batch == 1
+    found = detector.detect([frame(1280, 720), frame(640, 640)])
+    np.testing.assert_allclose(found[0][:, :4], [[200, 220, 400, 300], [600, 320, 680, 360]], atol=0.5)
+    np.testing.assert_allclose(found[1][:, :4], [[100, 250, 200, 290], [300, 300, 340, 320]], atol=0.5)
+    image, transform = contracts.letterbox(frame(1280, 720) + 7, 640, 640)
+    assert image[0, 0, 0] == contracts.LETTERBOX_GREY and image[320, 320, 0] == 7 and transform == (0.5, 0.5, 0, 140)
+
+
+def test_a_model_of_another_layout_is_refused_naming_its_tensors(tmp_path):
+    with pytest.raises(DetectorError) as err:
+        Detector.load(other_model(tmp_path / "other.onnx"))
+    text = str(err.value)
+    assert "other.onnx" in text and "logits" in text and "detectnet_v2" in text and "yolo_e2e" in text
+    with pytest.raises(DetectorError) as err:
+        Detector.load(os.path.join(ROOT, "models", "us_lprnet_baseline10_mid.onnx"))  # a recognizer, not a detector
+    assert "image_input" in str(err.value) and "fits no detector contract" in str(err.value)
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(DetectorError) as err:
+        Detector.load(str(tmp_path / "junk.onnx"))
+    assert "junk.onnx" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_zones_masks_and_min_plate_px():
+    zones = [RoiConfig("lane", [(0, 100), (400, 100), (400, 300), (0, 300)])]
+    masks = [[(300, 150), (400, 150), (400, 300), (300, 300)]]
+    keep = PlateFilter("gate", zones, masks, min_plate_px=30)
+    boxes = np.array([[50, 150, 150, 190, 0.9],    # in the lane
+                      [320, 200, 380, 230, 0.9],   # in the lane, but masked
+                      [50, 10, 150, 40, 0.9],      # above the lane
+                      [60, 200, 80, 210, 0.9]],    # 20 px wide: too small
+                     np.float32)
+    crops = keep.crops(frame(640, 360), boxes)
+    assert [(c.roi_id, c.zone, c.box) for c in crops] == [(DETECT_ROI, "lane", [50, 150, 100, 40])]
+    assert crops[0].image.shape == (48, 96, 3) and crops[0].det_score == pytest.approx(0.9)
+    assert keep.rejected == {"small": 1, "outside_zone": 1, "masked": 1}
+    assert [c.zone for c in PlateFilter("gate").crops(frame(640, 360), boxes[:1])] == [""]  # no zones: anywhere
+
+
+def test_crop_grows_the_box_and_stretches_it_to_96x48():
+    image = np.zeros((100, 200, 3), np.uint8)
+    image[40:60, 50:150] = 255  # the plate: 100x20
+    crop = crop_box(image, [50, 40, 150, 60, 0.8], margin=0.1)
+    assert crop.image.shape == (48, 96, 3)
+    # 10% of the width and height on each side: 120x24 cut, the plate is rows 4-43 and columns 8-87 of the 96x48 crop
+    assert crop.image[:3].max() == 0 and crop.image[-3:].max() == 0 and crop.image[10:38, 12:84].min() == 255
+    edge = crop_box(image, [0, 0, 20, 10], margin=0.5)  # grown past the frame: clipped, never a crash
+    assert edge.image.shape == (48, 96, 3)
+
+
+def _read(text, box, t):
+    return PlateRead("gate", DETECT_ROI, t, 1000.0 + t, text, 0.9, [0.9] * len(text), None, box, 0.8, "")
+
+
+def test_a_car_driving_through_is_one_track_even_when_reads_differ():
+    config = TrackingConfig(min_confidence=0.5, min_plate_length=4, max_edit_distance=1, expire_s=1.0,
+                            min_reads=3, max_track_s=60)
+    tracker = Tracker(config)
+    reads = ["7JXW1ET", "7JXW1ET", "7JXW1E", "1JXWIEI", "7JXW1ET", "JXW1ET"]  # partly hidden, blurred
+    events = []
+    for i, text in enumerate(reads):  # the plate moves right and grows, frame by frame
+        events += tracker.add(_read(text, [100 + 12 * i, 200, 80 + 4 * i, 20 + i], 0.1 * i))
+    # another car at the same time, elsewhere in the frame
+    for i in range(3):
+        events += tracker.add(_read("3XQRLF", [500, 50, 80, 20], 0.1 * i + 0.05))
+    events += tracker.close_all()
+    assert sorted(t.text for t in events) == ["3XQRLF", "7JXW1ET"]
+    assert [t.reads for t in events if t.text == "7JXW1ET"] == [len(reads)]
+
+
+def _detect_config(tmp_path, broker_port, detector_path, **changes):
+    from test_daemon import demo_config
+
+    changes.update({"cameras.0.mode": "detect", "cameras.0.rois": [], "cameras.0.detect_fps": 0})
+    path = demo_config(tmp_path, broker_port, **changes)
+    import yaml
+
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    cfg["cameras"][0].pop("rois")
+    cfg["detector"] = {"path": detector_path}
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f)
+    return path
+
+
+# the sample's plates sit at x 255-387, y 224-294 of its 640x360 frames: 0.8 of that in a 512x288 network
+SAMPLE_PLATE_NET = [204, 179, 310, 235]
+
+
+@pytest.mark.parametrize("contract", ["detectnet_v2", "yolo_e2e"])
+def test_the_daemon_reads_the_sample_through_a_detector(contract, broker, subscriber, tmp_path):
+    from test_daemon import EVENTS, event_schema, expected_plates, start_daemon
+
+    if contract == "detectnet_v2":
+        model = detectnet_model(tmp_path / "det.onnx", [SAMPLE_PLATE_NET])
+    else:  # 640x360 letterboxed into 640x640: 140 grey rows above
+        model = yolo_e2e_model(tmp_path / "det.onnx", [[255, 224 + 140, 387, 294 + 140]])
+    sub = subscriber("lpr-edge/#")
+    proc = start_daemon(_detect_config(tmp_path, broker.port, model))
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    events = sub.events(EVENTS)
+    assert [e["plate"] for e in events] == expected_plates(), err
+    for event in events:
+        jsonschema.validate(event, event_schema())
+        assert event["roi"] == DETECT_ROI and event["detection"]["model"]["name"] == "det"
+        x, y, w, h = event["plate_box"]
+        assert abs(x - 255) <= 2 and abs(y - 224) <= 2 and abs(x + w - 387) <= 2 and abs(y + h - 294) <= 2
+    assert "detector det (%s, input" % contract in err
+
+
+def test_check_config_names_detect_mistakes(tmp_path):
+    good = detectnet_model(tmp_path / "det.onnx", [SAMPLE_PLATE_NET])
+    path = _detect_config(tmp_path, 1883, good)
+    import yaml
+
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    cfg.pop("detector")
+    cfg["cameras"][0]["zones"] = [{"id": "bow", "points": [[0, 0], [100, 100], [100, 0], [0, 100]]}]
+    cfg["cameras"][0]["masks"] = [[[0, 0], [10, 0], [20, 0]]]  # a line: no area
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f)
+    result = run_cli("check-config", path, "--skip-port")
+    assert result.returncode == 2, result.stderr
+    text = result.stdout + result.stderr
+    assert "cameras[0].mode: 'detect' needs a detector" in text
+    assert "cameras[0].zones[0].points" in text and "crosses itself" in text
+    assert "cameras[0].masks[0]: value [[0, 0], [10, 0], [20, 0]] is wrong: the points enclose no area" in text
+    assert "Traceback" not in text
+
+
+def test_run_refuses_a_detector_of_another_layout_with_exit_2(tmp_path):
+    path = _detect_config(tmp_path, 1, other_model(tmp_path / "other.onnx"))
+    result = run_cli("run", "--config", path, timeout=60)
+    assert result.returncode == 2
+    assert "other.onnx" in result.stderr and "fits no detector contract" in result.stderr
+    assert "Traceback" not in result.stderr
