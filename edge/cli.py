@@ -347,6 +347,10 @@ def build_parser():
 
     add_commands(sub)
 
+    from edge.detect.commands import add_commands as add_detect_commands  # lpr-edge read, evaluate-detector
+
+    add_detect_commands(sub)
+
     p = sub.add_parser("snapshot", help="grab a camera frame with its ROIs and a pixel grid drawn (JPEG)",
                        description="Open one camera of a config, grab a live frame, draw its ROIs and a labelled "
                                    "pixel grid on it, and write it as JPEG, to place ROIs from on a device with no "

@@ -193,3 +193,92 @@ def test_run_refuses_a_detector_of_another_layout_with_exit_2(tmp_path):
     assert result.returncode == 2
     assert "other.onnx" in result.stderr and "fits no detector contract" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _sample_frames(tmp_path, indexes):
+    """Frames of the sample video as JPEG files (each holds one plate at the ROI), and the plates they hold."""
+    import cv2
+
+    capture = cv2.VideoCapture(os.path.join(ROOT, "samples", "gate_us.mp4"))
+    paths = []
+    for index in range(max(indexes) + 1):
+        ok, image = capture.read()
+        assert ok
+        if index in indexes:
+            paths.append(str(tmp_path / ("frame%03d.jpg" % index)))
+            cv2.imwrite(paths[-1], image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    capture.release()
+    return paths
+
+
+def test_read_finds_and_reads_plates_in_images_and_names_bad_files(tmp_path):
+    from test_daemon import expected_plates
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    frames = _sample_frames(folder, [15])  # the first car stands at the gate in frame 15
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    detector = detectnet_model(tmp_path / "det.onnx", [SAMPLE_PLATE_NET])
+    result = run_cli("read", str(folder), "--detector", detector, "--json")
+    assert result.returncode == 2, result.stderr  # a bad image is a bad argument; the others are still read
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    by_image = {os.path.basename(line["image"]): line for line in lines}
+    assert set(by_image) == {"broken.png", "empty.jpg", "frame015.jpg"}
+    plates = by_image["frame015.jpg"]["plates"]
+    assert [p["plate"] for p in plates] == [expected_plates()[0]]
+    assert plates[0]["det_score"] == pytest.approx(0.9) and len(plates[0]["char_scores"]) == len(plates[0]["plate"])
+    x, y, w, h = plates[0]["box"]
+    assert abs(x - 255) <= 2 and abs(y - 224) <= 2 and abs(w - 132) <= 3 and abs(h - 70) <= 3
+    assert by_image["frame015.jpg"]["ms"] > 0
+    assert "empty file" in by_image["empty.jpg"]["error"] and "not a decodable image" in by_image["broken.png"]["error"]
+    assert "empty.jpg: empty file" in result.stderr and "Traceback" not in result.stderr
+    plain = run_cli("read", frames[0], "--detector", detector)
+    assert plain.returncode == 0 and "frame015.jpg: %s  score" % expected_plates()[0] in plain.stdout
+    missing = run_cli("read", str(tmp_path / "nowhere.jpg"), "--detector", detector)
+    assert missing.returncode == 2 and "nowhere.jpg: no such file or folder" in missing.stderr
+
+
+def _yolo_scenes(tmp_path):
+    """Two 640x360 scenes: one plate each, at the sample's spot and somewhere else."""
+    import cv2
+
+    root = tmp_path / "scenes" / "src"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for name, (x1, y1, x2, y2) in (("a", (255, 224, 387, 294)), ("b", (40, 40, 120, 80))):
+        cv2.imwrite(str(root / "images" / (name + ".jpg")), np.zeros((360, 640, 3), np.uint8))
+        (root / "labels" / (name + ".txt")).write_text("0 %f %f %f %f\n" % (
+            (x1 + x2) / 1280.0, (y1 + y2) / 720.0, (x2 - x1) / 640.0, (y2 - y1) / 360.0))
+    return str(tmp_path / "scenes")
+
+
+def test_evaluate_detector_counts_recall_precision_and_ap(tmp_path):
+    data = _yolo_scenes(tmp_path)
+    # the constant model finds the sample's spot in every scene (a hit in a, a false alarm in b) and
+    # a weaker box far from anything (two more false alarms)
+    model = detectnet_model(tmp_path / "det.onnx", [SAMPLE_PLATE_NET, [400, 20, 480, 40]])
+    result = run_cli("evaluate-detector", "--model", model, "--data", data, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["images"] == 2 and report["plates"] == 2 and report["detections"] == 4
+    assert report["recall_iou50"] == 0.5 and report["precision_iou50"] == 0.25
+    # ranked: all four at 0.9; the one hit among them gives AP = recall 0.5 x precision at that point
+    assert 0.1 <= report["ap_iou50"] <= 0.5
+    assert report["frames_per_s"] > 0 and "recall 0.5, precision 0.25" in result.stdout
+    only = tmp_path / "only.txt"
+    only.write_text("src/a\n")
+    result = run_cli("evaluate-detector", "--model", model, "--data", data, "--only-ids", str(only), "--json")
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["images"] == 1 and report["recall_iou50"] == 1.0
+    (tmp_path / "empty").mkdir()
+    bad = run_cli("evaluate-detector", "--model", model, "--data", str(tmp_path / "empty"))
+    assert bad.returncode == 2 and "no YOLO-layout scenes" in bad.stderr
+
+
+def test_average_precision_of_known_rankings():
+    from edge.detect.tools import average_precision
+
+    assert average_precision([(0.9, True), (0.8, True)], 2) == pytest.approx(1.0)
+    assert average_precision([(0.9, True), (0.8, False), (0.7, True)], 2) == pytest.approx(0.5 + 0.5 * 2 / 3.0)
+    assert average_precision([(0.9, False)], 1) == 0.0
