@@ -240,7 +240,16 @@ class App:
             "outbox_events": depth[0],
             "outbox_snapshots": self.publisher.outbox_snapshots,
             "events_held": len(self.commits.held),
+            "detector": self._detector_status(),
         }
+
+    def _detector_status(self):
+        """Mode detect: the detector model and what it found (None without detect cameras)."""
+        if self.detector is None:
+            return None
+        worker = self.detector_worker
+        return dict(self.detector.describe(), frames=worker.frames_detected, plates_found=worker.plates_detected,
+                    plates_kept=worker.plates_kept)
 
     # --- start / run / stop --------------------------------------------------------------------
     def health_report(self):

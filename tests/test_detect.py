@@ -164,6 +164,8 @@ def test_the_daemon_reads_the_sample_through_a_detector(contract, broker, subscr
         x, y, w, h = event["plate_box"]
         assert abs(x - 255) <= 2 and abs(y - 224) <= 2 and abs(x + w - 387) <= 2 and abs(y + h - 294) <= 2
     assert "detector det (%s, input" % contract in err
+    status = json.loads(sub.payloads("lpr-edge/demo/status")[-1])
+    assert status["detector"]["contract"] == contract and status["detector"]["plates_kept"] >= 8 * 3
 
 
 def test_check_config_names_detect_mistakes(tmp_path):
@@ -282,3 +284,79 @@ def test_average_precision_of_known_rankings():
     assert average_precision([(0.9, True), (0.8, True)], 2) == pytest.approx(1.0)
     assert average_precision([(0.9, True), (0.8, False), (0.7, True)], 2) == pytest.approx(0.5 + 0.5 * 2 / 3.0)
     assert average_precision([(0.9, False)], 1) == 0.0
+
+
+def _sample_rgb_frames():
+    import cv2
+
+    capture = cv2.VideoCapture(os.path.join(ROOT, "samples", "gate_us.mp4"))
+    frames = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    return frames
+
+
+def _events_with_roi_shift(recognizer, tracking, frames, dx):
+    from edge.crop.roi import RoiCropper
+
+    points = [(255 + dx, 229), (385 + dx, 224), (387 + dx, 291), (257 + dx, 294)]  # the demo's ROI, moved
+    cropper = RoiCropper("gate", [RoiConfig("lane1", points)])
+    tracker = Tracker(tracking)
+    events = []
+    for i, image in enumerate(frames):
+        crop = cropper.crops(image)[0]
+        read = recognizer.read([crop.image])[0]
+        events += tracker.add(PlateRead("gate", "lane1", i / 10.0, i / 10.0, read.text, read.score, read.char_scores,
+                                        crop.image, crop.box, None, "", read.at_edge))
+    return [t.text for t in events + tracker.close_all()], tracker.rejected
+
+
+def test_roi_mode_rejects_reads_whose_characters_reach_the_crop_edge(us_model):
+    from edge.config import load_config
+    from edge.recognize.recognizer import Recognizer
+    from test_daemon import expected_plates
+
+    config = load_config(os.path.join(ROOT, "configs", "demo.yaml"))
+    recognizer = Recognizer.from_config(config.model, config.recognizer)
+    frames = _sample_rgb_frames()
+    plates, rejected = _events_with_roi_shift(recognizer, config.tracking, frames, 0)
+    assert plates == expected_plates() and rejected["at_edge"] == 0  # a well-placed ROI: nothing at the edge
+    for dx in (10, -10):  # 10 px off: characters are cut; those reads never make an event, so no wrong plate
+        plates, rejected = _events_with_roi_shift(recognizer, config.tracking, frames, dx)
+        assert rejected["at_edge"] >= 30, dx
+        assert plates and set(plates) <= set(expected_plates()), (dx, plates)
+
+
+def test_a_camera_whose_every_read_is_cut_for_a_minute_is_degraded():
+    import time
+    from types import SimpleNamespace
+
+    from edge.service import health
+
+    capture = SimpleNamespace(camera=SimpleNamespace(id="gate"), last_progress=time.monotonic(), state="streaming",
+                              frames=900, blocked_bound_s=0, is_alive=lambda: True, source=None, error=None)
+    now = time.time()
+    ok = health._camera(capture, 30, time.monotonic(), {"gate": (now - 20, now, 40)})
+    assert ok.state == health.OK  # 20 s of cut reads: a car or two, not yet a misplaced ROI
+    cut = health._camera(capture, 30, time.monotonic(), {"gate": (now - 75, now - 1, 120)})
+    assert cut.state == health.DEGRADED and "reached the ROI's edge" in cut.reason and "120 reads" in cut.reason
+    old = health._camera(capture, 30, time.monotonic(), {"gate": (now - 300, now - 200, 120)})
+    assert old.state == health.OK  # no read for minutes since (an empty road): nothing to say
+
+
+def test_at_edge_from_class_probs_and_from_ids():
+    from edge.recognize.decode import at_edge
+
+    blank = 3
+    ids = np.full((3, 24), blank)
+    ids[1, 0] = 1  # a character in the first step
+    ids[2, 10:14] = 2  # characters well inside
+    probs = np.zeros((3, 24, 4), np.float32)
+    probs[:, :, blank] = 1.0
+    probs[1, 0] = [0.9, 0, 0, 0.1]
+    probs[2, 23] = [0, 0.4, 0, 0.6]  # the blank still wins at the edge: not counted
+    assert at_edge(ids, None, blank).tolist() == [False, True, False]
+    assert at_edge(ids, probs, blank).tolist() == [False, True, False]

@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 from edge.recognize.backends import create_backend
-from edge.recognize.decode import decode, decode_batch
+from edge.recognize.decode import at_edge, decode, decode_batch
 from edge.recognize.model import ModelError, load_model_info
 from edge.recognize.plate_format import PlateFormat, PlateFormatError
 from edge.recognize.preprocess import to_batch
@@ -52,6 +52,8 @@ class Recognizer:
         start = time.monotonic()
         ids, probs, class_probs = self.backend.infer(to_batch(crops))
         reads = decode_batch(ids, probs, self.model.characters)
+        edges = at_edge(ids, class_probs, len(self.model.characters))
+        reads = [r._replace(at_edge=bool(e)) for r, e in zip(reads, edges)]
         if self.plate_format is not None:
             reads = [self._hold_to_format(read, class_probs, i) for i, read in enumerate(reads)]
         self.last_latency_s = time.monotonic() - start

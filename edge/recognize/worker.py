@@ -38,6 +38,7 @@ class RecognizerWorker(threading.Thread):
         # camera -> its last reads, in memory only (personal data: events.recent_reads bounds it)
         self.recent = collections.defaultdict(lambda: collections.deque(maxlen=recent_reads))
         self._next_recognizer = None  # (recognizer, on_swap, done event): taken between two batches
+        self.edge_streak = {}  # camera -> (first, last wall time, count) of at_edge reads with none kept since
 
     def swap_recognizer(self, recognizer, on_swap=None):
         """Hand over a loaded recognizer (a model update, a rollback). The worker takes it between two
@@ -122,7 +123,8 @@ class RecognizerWorker(threading.Thread):
         self.crops_read += len(flat)
         for (frame, crop), read in zip(flat, reads):
             plate_read = PlateRead(frame.camera_id, crop.roi_id, frame.timestamp, frame.wall_time, read.text,
-                                   read.score, read.char_scores, crop.image, crop.box, crop.det_score, crop.zone)
+                                   read.score, read.char_scores, crop.image, crop.box, crop.det_score, crop.zone,
+                                   read.at_edge)
             for track in self.tracker.add(plate_read):
                 self.emit(track)
             self._remember(plate_read)
@@ -132,9 +134,20 @@ class RecognizerWorker(threading.Thread):
         entry = {"time": round(read.wall_time, 3), "roi": read.roi_id, "text": self.tracker.last_text,
                  "raw": read.text, "score": round(read.score, 4), "kept": reason is None, "reason": reason or "kept"}
         self.recent[read.camera_id].append(entry)
+        self._streak(read.camera_id, read.wall_time, reason)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("camera %s roi %s: read %r score %.3f: %s", read.camera_id, read.roi_id, entry["text"],
                       read.score, "kept" if reason is None else "rejected (%s)" % reason)
+
+    def _streak(self, camera_id, wall_time, reason):
+        """Per camera: the run of at_edge reads with no kept read between them (first, last, count), for
+        health: a ROI that cuts every plate is degraded, not healthy. Other rejections (an empty road reads
+        short or unsure text) neither extend nor end a run."""
+        if reason is None:
+            self.edge_streak.pop(camera_id, None)
+        elif reason == "at_edge":
+            first, _, count = self.edge_streak.get(camera_id, (wall_time, wall_time, 0))
+            self.edge_streak[camera_id] = (first, wall_time, count + 1)
 
     def drain(self):
         """On stop: read what is queued and close every open track, so nothing recognized is lost."""

@@ -23,7 +23,10 @@ def _age(last, now):
     return now - last if last else 0.0
 
 
-def _camera(capture, stage_deadline_s, now):
+EDGE_STREAK_S = 60.0  # a ROI whose every read is cut for this long is degraded
+
+
+def _camera(capture, stage_deadline_s, now, edge_streak=None):
     """A camera waiting, opening or reconnecting is degraded; only a thread that stopped turning (no stamp
     for longer than the deadline plus the bound of the call it is inside) is failed."""
     name = "camera:%s" % capture.camera.id
@@ -38,6 +41,11 @@ def _camera(capture, stage_deadline_s, now):
         return Component(name, FAILED, "capture loop made no progress for %.0f s (wedged)" % age)
     if capture.state == "reconnecting":
         return Component(name, DEGRADED, "reconnecting (%d attempts): %s" % (capture.reconnects, capture.error))
+    streak = edge_streak.get(capture.camera.id) if edge_streak else None
+    if streak is not None and streak[1] - streak[0] >= EDGE_STREAK_S and time.time() - streak[1] < EDGE_STREAK_S:
+        return Component(name, DEGRADED, "every plate read for %.0f s reached the ROI's edge (%d reads rejected as "
+                                         "at_edge): the ROI cuts the plates; check it on /snapshot.jpg"
+                         % (streak[1] - streak[0], streak[2]))
     return Component(name, OK, "%s, %d frames" % (capture.state, capture.frames))
 
 
@@ -68,7 +76,7 @@ def check_app(app, stage_deadline_s, now=None):
     now = time.monotonic() if now is None else now
     out = []
     for capture in app.captures:
-        out.append(_camera(capture, stage_deadline_s, now))
+        out.append(_camera(capture, stage_deadline_s, now, getattr(app.worker, "edge_streak", None)))
     detector = getattr(app, "detector_worker", None)
     if detector is not None:
         out.append(_wedged("detector", detector, stage_deadline_s, now) or _detector(app, detector))

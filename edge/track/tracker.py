@@ -5,8 +5,9 @@ and it comes within `expire_s` (source time) of the track's last read.
 A track is emitted once: as soon as one text has `min_reads` confirmations (a car waiting at a gate is
 reported while it waits), or when the track ends with at least `min_reads` reads. The event carries the
 best read of the winning text (highest score), the read count and the first and last time seen.
-Reads that are too short, below `min_confidence` or off the plate `format` never join a track; they
-are counted by reason.
+Reads that are too short, below `min_confidence` or off the plate `format` never join a track, nor do
+reads of a fixed ROI whose characters reach the crop's edge (`at_edge`: the ROI cuts the plate, so the
+text is likely truncated); they are counted by reason.
 
 Plates found by the detector (roi 'plate') move through the frame: a read that matches no track by text
 joins the track whose last box its box overlaps (tracking.box_iou) if at most half its characters differ,
@@ -18,8 +19,8 @@ import time
 from collections import namedtuple
 
 PlateRead = namedtuple("PlateRead", "camera_id roi_id timestamp wall_time text score char_scores image box "
-                                    "det_score zone")
-PlateRead.__new__.__defaults__ = (None, "")  # reads of fixed ROIs: no detector score, no zone
+                                    "det_score zone at_edge")
+PlateRead.__new__.__defaults__ = (None, "", False)  # reads of fixed ROIs: no detector score, no zone
 
 DETECT_ROI = "plate"  # edge.detect.zones.DETECT_ROI: crops cut from detected boxes
 WALL_SLACK_S = 2.0  # a camera that stops sending frames closes its tracks this long after expire_s
@@ -101,6 +102,8 @@ class Tracker:
     def reject_reason(self, read):
         if len(read.text) < self.config.min_plate_length:
             return "too_short"
+        if read.at_edge and read.roi_id not in (DETECT_ROI, "frame"):
+            return "at_edge"  # a fixed ROI that cuts the plate: a truncated text must not become an event
         if read.score < self.config.min_confidence:
             return "low_confidence"
         fmt = self._format(read.camera_id)
