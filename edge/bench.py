@@ -14,21 +14,41 @@ REFERENCE_SECONDS = 2.0
 def bench(recognizer, batch_sizes, seconds, warmup=3):
     """Per batch size: plates/s, median, p50 and p99 batch latency (ms), runs, and the speed-up over the first."""
     rng = np.random.default_rng(0)
+
+    def crops(batch):
+        return [rng.integers(0, 256, (48, 96, 3), dtype=np.uint8) for _ in range(batch)]
+
+    return _bench(recognizer.read, crops, batch_sizes, seconds, warmup, "plates_per_s")
+
+
+def bench_detector(detector, batch_sizes, seconds, frame_size=(1280, 720), warmup=2):
+    """The same for the detector: frames/s (preprocessing, inference, decoding) for frames of `frame_size`.
+    Frames are random pixels: its cost does not depend on content (a few more boxes to decode, at most)."""
+    rng = np.random.default_rng(0)
+    w, h = frame_size
+
+    def frames(batch):
+        return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(batch)]
+
+    return _bench(detector.detect, frames, batch_sizes, seconds, warmup, "frames_per_s")
+
+
+def _bench(run, make_batch, batch_sizes, seconds, warmup, rate_key):
     rows = []
     for batch in batch_sizes:
-        crops = [rng.integers(0, 256, (48, 96, 3), dtype=np.uint8) for _ in range(batch)]
+        items = make_batch(batch)
         for _ in range(warmup):
-            recognizer.read(crops)
-        latencies = _timed(lambda: recognizer.read(crops), seconds)
+            run(items)
+        latencies = _timed(lambda: run(items), seconds)
         total = sum(latencies)
-        rows.append({"batch": batch, "plates_per_s": round(batch * len(latencies) / total, 1),
+        rows.append({"batch": batch, rate_key: round(batch * len(latencies) / total, 1),
                      "batch_ms_median": round(1000 * float(np.median(latencies)), 2),
                      "latency_ms_p50": round(1000 * float(np.percentile(latencies, 50)), 2),
                      "latency_ms_p99": round(1000 * float(np.percentile(latencies, 99)), 2),
                      "runs": len(latencies)})
-    base = rows[0]["plates_per_s"]
+    base = rows[0][rate_key]
     for row in rows:
-        row["speedup_vs_first"] = round(row["plates_per_s"] / base, 2) if base else None
+        row["speedup_vs_first"] = round(row[rate_key] / base, 2) if base else None
     return rows
 
 

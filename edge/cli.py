@@ -187,17 +187,28 @@ def cmd_evaluate(args):
     return EXIT_OK
 
 
+def _bench_batches(args):
+    if args.seconds <= 0:
+        raise ValueError("--seconds must be more than 0 (got %g)" % args.seconds)
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        raise ValueError("--batch takes sizes separated by commas, e.g. 1,8 (got %s)" % args.batch)
+    if min(batches) < 1:
+        raise ValueError("--batch sizes must be at least 1 (got %s)" % args.batch)
+    return batches
+
+
 def cmd_bench(args):
     from edge.bench import add_flops, bench, count_macs, reference_gflops
     from edge.recognize.model import ModelError
 
-    if args.seconds <= 0:
-        print("error: --seconds must be more than 0 (got %g)" % args.seconds, file=sys.stderr)
-        return EXIT_CONFIG
+    if args.what == "detector":
+        from edge.detect.commands import bench_detector_command
+
+        return bench_detector_command(args)
     try:
-        batches = [int(b) for b in args.batch.split(",")]
-        if min(batches) < 1:
-            raise ValueError("--batch sizes must be at least 1 (got %s)" % args.batch)
+        batches = _bench_batches(args)
         args.batch_sizes = batches  # the TensorRT profile's max: the largest batch measured
         recognizer = _recognizer_from_args(args)
         info = recognizer.model
@@ -336,9 +347,11 @@ def build_parser():
                                    "counted from its ONNX graph and the FLOP/s it reaches beside what the same "
                                    "runtime reaches on a plain matrix product and 3x3 convolution, all in one run: "
                                    "compare the figures as ratios.")
-    p.add_argument("what", nargs="?", default="model", choices=("model",), help="what to measure (model)")
+    p.add_argument("what", nargs="?", default="model", choices=("model", "detector"),
+                   help="what to measure: model (the recognizer, default) or detector (--model is then a detector)")
     _add_recognizer_args(p)
-    p.add_argument("--batch", default="1,4,16,64", help="batch sizes, comma-separated")
+    p.add_argument("--batch", default="1,4,16,64", help="batch sizes, comma-separated (bench detector: 1,8)")
+    p.add_argument("--frame", default="1280x720", help="bench detector: the frame size WxH fed to it")
     p.add_argument("--seconds", type=float, default=3.0, help="seconds per batch size")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
     p.set_defaults(func=cmd_bench)

@@ -87,3 +87,19 @@ def test_macs_of_a_quantized_graph_whose_weights_are_computed(tmp_path):
     onnx.save(model, path)
     macs = count_macs(path)
     assert macs["conv"] == 4 * 8 * 8 * 27 and macs["uncounted_nodes"] == 0
+
+
+def test_bench_detector_rows_per_batch(tmp_path):
+    from detector_models import detectnet_model
+
+    model = detectnet_model(tmp_path / "det.onnx", [[10, 10, 60, 30]])
+    result = run_cli("bench", "detector", "--model", model, "--seconds", "0.3", "--frame", "640x360", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["contract"] == "detectnet_v2" and out["frame"] == [640, 360]
+    assert [r["batch"] for r in out["rows"]] == [1, 8]  # a detector's default batches
+    for row in out["rows"]:
+        assert row["latency_ms_p99"] >= row["latency_ms_p50"] > 0 and row["frames_per_s"] > 0
+    bad = run_cli("bench", "detector", "--model", os.path.join(ROOT, "models", "us_lprnet_baseline10_mid.onnx"),
+                  "--seconds", "0.2")
+    assert bad.returncode == 2 and "fits no detector contract" in bad.stderr

@@ -133,6 +133,46 @@ def cmd_evaluate_detector(args):
     return EXIT_OK
 
 
+def bench_detector_command(args):
+    """`lpr-edge bench detector --model M`: frames/s and p50/p99 per batch, GMAC per frame from the graph."""
+    from edge.bench import bench_detector, count_macs
+    from edge.cli import _bench_batches
+    from edge.detect import Detector
+    from edge.infer import InferOptions, ModelError
+
+    try:
+        if args.batch == "1,4,16,64":  # the recognizer's default: a detector is measured at 1 and 8
+            args.batch = "1,8"
+        batches = _bench_batches(args)
+        w, h = (int(v) for v in args.frame.lower().split("x"))
+        options = InferOptions(providers=args.providers.split(","), threads=args.threads, max_batch=max(batches),
+                               engine_dir=args.engine_dir)
+        detector = Detector.load(args.model, args.backend, options)
+    except (ModelError, ValueError) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        macs = count_macs(args.model)
+    except Exception as exc:  # a report, never a reason to stop
+        print("warning: MACs not counted for %s: %s" % (args.model, exc), file=sys.stderr)
+        macs = None
+    rows = bench_detector(detector, batches, args.seconds, (w, h))
+    iw, ih = detector.input_size
+    print("detector %s (%s, input %dx%d) on %s, %dx%d frames" % (detector.name, detector.kind, iw, ih,
+                                                                detector.session.name, w, h))
+    if macs:
+        print("%.3f GMAC per frame, counted from the ONNX graph" % (macs["total"] / 1e9))
+    print("%6s %10s %9s %9s %8s" % ("batch", "frames/s", "p50 ms", "p99 ms", "x first"))
+    for row in rows:
+        print("%6d %10.1f %9.2f %9.2f %8.2f" % (row["batch"], row["frames_per_s"], row["latency_ms_p50"],
+                                               row["latency_ms_p99"], row["speedup_vs_first"]))
+    if args.json:
+        print(json.dumps({"detector": detector.name, "sha256": detector.sha256, "contract": detector.kind,
+                          "backend": detector.session.name, "frame": [w, h], "macs": macs, "rows": rows}))
+    detector.close()
+    return EXIT_OK
+
+
 def add_commands(sub):
     p = sub.add_parser("read", help="detect and read the plates in still images or folders (as OpenALPR's alpr)",
                        description="Find the plates in images (files or folders of them) with the detector and read "
