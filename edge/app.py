@@ -282,7 +282,10 @@ class App:
             return 503, "text/plain", ("camera %s has sent no frame yet (%s)\n" % (capture.camera.id, capture.state)
                                        ).encode("utf-8")
         reads = list(self.worker.recent.get(capture.camera.id, ()))
-        return 200, "image/jpeg", jpeg(annotate(frame, capture.camera, reads))
+        boxes = ()
+        if self.detector_worker is not None and capture.camera.mode == "detect":
+            boxes = self.detector_worker.last_boxes.get(capture.camera.id, (None, ()))[1]
+        return 200, "image/jpeg", jpeg(annotate(frame, capture.camera, reads, boxes))
 
     def reads_page(self, query):
         capture, error = self._capture(query)

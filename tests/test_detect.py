@@ -360,3 +360,21 @@ def test_at_edge_from_class_probs_and_from_ids():
     probs[2, 23] = [0, 0.4, 0, 0.6]  # the blank still wins at the edge: not counted
     assert at_edge(ids, None, blank).tolist() == [False, True, False]
     assert at_edge(ids, probs, blank).tolist() == [False, True, False]
+
+
+def test_snapshot_draws_zones_masks_and_detected_boxes():
+    from types import SimpleNamespace
+
+    from edge.service.snapshot import BOX_COLOUR, MASK_COLOUR, ZONE_COLOUR, annotate
+
+    camera = SimpleNamespace(rois=[], zones=[RoiConfig("lane", [(10, 200), (630, 200), (630, 350), (10, 350)])],
+                             masks=[[(500, 10), (630, 10), (630, 100), (500, 100)]])
+    image = annotate(frame(640, 360), camera, [{"roi": DETECT_ROI, "text": "ABC123", "score": 0.9, "kept": True}],
+                     np.array([[100, 220, 200, 260, 0.8]], np.float32))
+
+    def has(colour, y, x):  # the colour within 2 px (lines are antialiased)
+        window = image[y - 2:y + 3, x - 2:x + 3].reshape(-1, 3)
+        return any(tuple(int(v) for v in px) == colour for px in window)
+
+    assert has(ZONE_COLOUR, 275, 630) and has(MASK_COLOUR, 55, 630) and not has(ZONE_COLOUR, 55, 630)
+    assert has(BOX_COLOUR, 240, 100) and has(BOX_COLOUR, 260, 180) and not has(BOX_COLOUR, 240, 130)
