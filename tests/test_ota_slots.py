@@ -17,7 +17,7 @@ from edge.queues import FrameMailbox
 from edge.recognize.worker import RecognizerWorker
 from helpers import ROOT, free_port, run_cli, wait_for
 from ota_helpers import US_CHARS, US_MODEL, make_kit, resaved_model, sha256_file
-from test_ota_daemon import CMD, EVENTS, RESPONSE, SHIPPED_VERSION, STATE, Daemon, command, last_state, replies
+from test_ota_daemon import EVENTS, RESPONSE, SHIPPED_VERSION, STATE, Daemon, command, last_state, replies
 
 EU_STATE = "lpr-edge/demo/model/eu/state"
 EU_NAME, EU_VERSION = "eu_lprnet", "2026.10.01"

@@ -206,12 +206,13 @@ class Config:
         return asdict(self)
 
     def used_slots(self):
-        """The model slots some enabled camera reads with, in camera order: only these are loaded."""
+        """The model slots some enabled camera reads with, in camera order: only these are loaded. With
+        every camera disabled, the default slot: the daemon still answers status and model commands."""
         out = []
         for camera in self.cameras:
             if camera.model not in out:
                 out.append(camera.model)
-        return out
+        return out or [DEFAULT_SLOT]
 
 
 def with_defaults(data, schema):
