@@ -35,6 +35,12 @@ def kit(tmp_path_factory):
     kit["eu"] = os.path.join(root, "eu.tar")  # meant for slot eu by its manifest
     pack(kit["eu_model"], kit["eu"], EU_NAME, "2026.12.20", 2, key_path=kit["key"], characters_path=US_CHARS,
          golden_dir=kit["golden"], slot="eu")
+    from onnx_models import make_lprnet_like
+
+    blank = make_lprnet_like(os.path.join(root, "blank.onnx"), force_class=35)  # reads nothing, ever
+    kit["eu_blank"] = os.path.join(root, "eu-blank.tar")
+    pack(blank, kit["eu_blank"], EU_NAME, "2026.12.30", 3, key_path=kit["key"], characters_path=US_CHARS,
+         golden_dir=kit["golden"], min_accuracy=0.0, slot="eu")
     return kit
 
 
@@ -190,9 +196,19 @@ def test_each_camera_reads_with_its_slot_and_updates_go_to_one_slot(kit, broker,
         assert default["state"] not in ("verifying", "probation", "active")  # said again what it said before
         assert all(e["model"]["sha256"] == us_sha for e in sub.events(EVENTS) if e["camera"] == "gate")
 
+        # probation judges the slot's own cameras: a model reading nothing there is rolled back, refused
+        reply = command(sub, install(kit["eu_blank"], "t-blank"))
+        assert reply["state"] == "probation" and reply["slot"] == "eu", reply
+        assert wait_for(lambda: any(r.get("error") == "probation_failed" for r in replies(sub, "t-blank")), 40), \
+            replies(sub, "t-blank")
+        assert wait_for(lambda: sub.events(EU_STATE)[-1]["state"] == "rolled_back", 10)
+        assert sub.events(EU_STATE)[-1]["installed_version"] == "2026.12.20"
+        assert last_state(sub)["installed_version"] == SHIPPED_VERSION
+        assert command(sub, install(kit["eu_blank"], "t-blank2"))["error"] == "refused_serial"
+
         # rollback of one slot
         back = command(sub, {"transaction": "rb", "action": "rollback", "slot": "eu"})
-        assert back["status"] == "ok" and back["model"]["version"] == EU_VERSION, back
+        assert back["status"] == "ok" and back["model"]["version"] == EU_VERSION, back  # the config's eu model
         assert wait_for(lambda: sub.events(EU_STATE)[-1]["state"] == "rolled_back", 10)
         nothing = command(sub, {"transaction": "rb0", "action": "rollback"})  # the default slot has nothing
         assert nothing["error"] == "nothing_to_roll_back"
@@ -231,3 +247,23 @@ def test_offline_install_list_rollback_per_slot(kit, tmp_path):
     assert listing["slots"]["eu"]["active"]["folder"] is None and listing["active"]["serial"] == 2
     refused = run_cli("model", "rollback", "--config", path, "--slot", "eu")
     assert refused.returncode == 2 and "nothing to roll back to" in refused.stderr
+
+
+def test_a_probation_a_restart_interrupted_is_rolled_back_in_its_slot(kit, tmp_path):
+    """SIGKILL during a slot's probation leaves state.json saying so: the next start rolls that slot back and
+    leaves the others as they were."""
+    from edge.ota.store import ModelStore
+
+    path, _ = slots_config(kit, tmp_path, free_port())
+    assert run_cli("model", "install", "--config", path, kit["eu"]).returncode == 0
+    assert run_cli("model", "install", "--config", path, kit["p2"]).returncode == 0
+    store = ModelStore(str(tmp_path / "state"))
+    eu = store.active("eu")
+    store.rollback("eu")  # back to the config's, then "activated with probation pending", as a daemon does
+    store.activate(eu.folder_name, "eu", probation_s=300)
+    assert store.active("eu").version == "2026.12.20"
+    said = store.recover()
+    assert "rolled back slot eu: the daemon stopped during probation of eu_lprnet 2026.12.20" in said
+    assert store.active("eu") is None and store.active().serial == 2  # the default slot untouched
+    state = store.read_state()
+    assert store.last(state, "eu")["state"] == "rolled_back" and state["last"]["reason"] == "installed offline"

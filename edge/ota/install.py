@@ -178,8 +178,9 @@ class Installer:
         try:
             check_contract(recognizer, manifest["contract"])
             accuracy = check_golden(recognizer, pkg_dir, manifest["golden"], self.ota.golden_tolerance)
-            if tensorrt:
-                recognizer = self._build(recognizer, pkg_dir, manifest)
+            if tensorrt:  # _build closes the checked one whatever happens, and its own on a failure
+                checked, recognizer = recognizer, None
+                recognizer = self._build(checked, pkg_dir, manifest)
             name = folder_name(manifest, recognizer.model.sha256, slot)
             with open(os.path.join(pkg_dir, ".sha256"), "w") as f:
                 f.write(recognizer.model.sha256 + "\n")
@@ -189,7 +190,8 @@ class Installer:
                                                          characters_path=os.path.join(folder, manifest["characters"]))
             installed = self.store.installed(name, slot)
         except BaseException:
-            recognizer.close()
+            if recognizer is not None:
+                recognizer.close()
             raise
         golden = "golden set %.1f%%" % (100 * accuracy) if accuracy is not None else "no golden set"
         return Outcome(False, installed, recognizer, "%s %s (serial %d, %s, signed by %s) checked and installed%s"

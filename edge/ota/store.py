@@ -251,12 +251,14 @@ class ModelStore:
             raise OtaError("nothing_to_roll_back", "the config's own model is active in slot %s; there is nothing "
                                                    "to roll back to" % slot)
         bad = self.installed(pointer["active"], slot)
-        pointer["active"], pointer["previous"] = pointer["previous"], pointer["active"]
+        # a refused model is no rollback target: previous becomes the config's model (and its folder goes)
+        pointer["active"], pointer["previous"] = pointer["previous"], None if refuse_reason else pointer["active"]
         pointer["probation"] = None
         if refuse_reason and bad is not None and not self.is_refused(state, bad.name, bad.serial):
             state["refused"].append({"name": bad.name, "serial": bad.serial, "version": bad.version,
                                      "reason": refuse_reason, "at": time.time(), "slot": slot})
         self.write_state(state)
+        self.prune(state)
         return state, bad
 
     def record(self, outcome, slot=DEFAULT_SLOT):
