@@ -7,6 +7,9 @@ Cameras in mode 'detect' send whole frames (at detect_fps) to another FrameMailb
 detector worker (edge/detect: batches frames across cameras, finds plates, keeps those in the camera's zones)
 turns into plate crops for the recognizer's mailbox.
 
+Each camera reads with the model of its slot (cameras[].model; config model: is slot default, models: the
+others); one recognizer is loaded per slot some camera uses, and events carry the model that read them.
+
 Stop (SIGTERM/SIGINT, or every source ended with exit_when_sources_end) ends within 5 s: capture stops,
 the worker reads what is queued and closes open tracks, and the publisher publishes what the outbox
 holds until the deadline; what is left stays in the outbox for the next start.
@@ -48,7 +51,7 @@ class App:
         self.publisher_stop = threading.Event()  # set only after the worker drained, so its last events go out
         self.mailbox = FrameMailbox()
         self.captures = []
-        self.recognizer = None
+        self.recognizers = {}  # model slot -> Recognizer, for the slots the cameras use (OTA swaps them)
         self.worker = None
         self.publisher = None
         self.event_ids = EventIds()
@@ -72,14 +75,17 @@ class App:
     def init(self):
         cfg = self.config
         start = time.monotonic()
-        self.ota = OtaService(self)  # OTA hook: an installed model on the state dir replaces model.path
-        model_config = self.ota.model_config()
-        with _ExtendStartTimeout(self.notifier, "loading model %s" % os.path.basename(model_config.path)):
-            self.recognizer = self.ota.load_recognizer(model_config)
+        self.ota = OtaService(self)  # OTA hook: an installed model on the state dir replaces a slot's model
+        for slot in cfg.used_slots():
+            model_config = self.ota.model_config(slot)
+            with _ExtendStartTimeout(self.notifier, "loading model %s" % os.path.basename(model_config.path)):
+                self.recognizers[slot] = recognizer = self.ota.load_recognizer(model_config, slot)
+            log.info("model %s %s (%s, %d characters) on %s %s%s", recognizer.model.name, recognizer.model.version,
+                     recognizer.model.path, len(recognizer.model.characters), recognizer.backend.name,
+                     ",".join(recognizer.backend.providers),
+                     "" if slot == "default" else " for slot %s (cameras %s)" % (
+                         slot, ", ".join(c.id for c in cfg.cameras if c.model == slot)))
         self.model_load_seconds = time.monotonic() - start
-        log.info("model %s %s (%s, %d characters) on %s %s", self.recognizer.model.name,
-                 self.recognizer.model.version, self.recognizer.model.path, len(self.recognizer.model.characters),
-                 self.recognizer.backend.name, ",".join(self.recognizer.backend.providers))
         self.topics = Topics(cfg.mqtt.topic_prefix, cfg.device_id)
         detect_cameras = [c for c in cfg.cameras if c.mode == "detect"]
         if detect_cameras:
@@ -99,11 +105,13 @@ class App:
         tracker = Tracker(cfg.tracking, {c.id: c.format for c in cfg.cameras})
         self.known = KnownPlates(cfg.tracking.known_plates, cfg.tracking.match_distance)
         max_batch = cfg.recognizer.max_batch
-        if self.recognizer.backend.max_batch:
-            max_batch = min(max_batch, self.recognizer.backend.max_batch * 4)
-        self.worker = RecognizerWorker(self.recognizer, self.mailbox, tracker, self._emit, self.stop_event,
+        engine_batches = [r.backend.max_batch for r in self.recognizers.values() if r.backend.max_batch]
+        if engine_batches:
+            max_batch = min(max_batch, min(engine_batches) * 4)
+        self.worker = RecognizerWorker(self.recognizers, self.mailbox, tracker, self._emit, self.stop_event,
                                        max_batch, cfg.recognizer.max_wait_ms, self.metrics, tick=self._retry_commits,
-                                       recent_reads=cfg.events.recent_reads)
+                                       recent_reads=cfg.events.recent_reads,
+                                       slot_of={c.id: c.model for c in cfg.cameras})
         discovery = None
         if cfg.home_assistant.enabled:
             discovery = HomeAssistantDiscovery(
@@ -172,7 +180,8 @@ class App:
         mode = self.config.events.snapshot
         jpeg = snapshot_jpeg(track, self.config.events.snapshot_quality) if mode != "none" else None
         event_id = self.event_ids.new()
-        event = build_event(track, event_id, self.config.device_id, self.recognizer.model,
+        model = self.recognizers[self.worker.slot_for(track.camera_id)].model  # the slot that read it
+        event = build_event(track, event_id, self.config.device_id, model,
                             known=self.known.match(track.best.text), snapshot=jpeg if mode == "inline" else None,
                             detector=self.detector)
         extra = ()
@@ -216,6 +225,20 @@ class App:
             return
         self.events_dropped += self.commits.flush(outbox)
 
+    @property
+    def recognizer(self):
+        """The default slot's recognizer, else the first slot's: what single-model views show."""
+        return self.recognizers.get("default") or next(iter(self.recognizers.values()), None)
+
+    def models(self):
+        """Per model slot: the model serving it, its backend and the cameras reading with it."""
+        out = {}
+        for slot, recognizer in self.recognizers.items():
+            m = recognizer.model
+            out[slot] = {"name": m.name, "version": m.version, "sha256": m.sha256, "backend": recognizer.backend.name,
+                         "cameras": [c.id for c in self.config.cameras if c.model == slot]}
+        return out
+
     def status(self):
         """The appliance's state for the retained status topic (and, later, the health endpoint)."""
         model = self.recognizer.model
@@ -227,6 +250,7 @@ class App:
             "timestamp": utc_iso(time.time()),
             "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0.0,
             "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
+            "models": self.models(),
             "backend": self.recognizer.backend.name,
             "backend_fallback_reason": self.recognizer.backend.fallback_reason,  # [trt] why not tensorrt, or None
             "cameras": [{"id": c.camera.id, "state": c.state, "frames": c.frames, "reconnects": c.reconnects,
@@ -255,7 +279,7 @@ class App:
     def health_report(self):
         report = health.report(health.check_app(self, self.config.health.stage_deadline_s))
         report.update({"device_id": self.config.device_id, "version": __version__,
-                       "backend": self.recognizer.backend.name,
+                       "backend": self.recognizer.backend.name, "models": self.models(),
                        "cameras": {c.camera.id: {"state": c.state, "frames": c.frames,
                                                  "fps": round(self.camera_fps.get(c.camera.id, 0.0), 1)}
                                    for c in self.captures}})
@@ -365,7 +389,8 @@ class App:
         self.publisher.join(max(0.1, deadline - time.monotonic() - 0.2))
         if self.publisher.is_alive():
             log.warning("publisher still busy at the stop deadline; unpublished events stay in the outbox")
-        self.recognizer.close()
+        for recognizer in self.recognizers.values():
+            recognizer.close()
         if self.detector is not None:
             self.detector.close()
         if self.http is not None:

@@ -198,3 +198,56 @@ def test_a_model_given_as_the_config_is_a_clear_error(us_model):
         result = run_cli(*args)
         assert result.returncode == 2 and "not a YAML text file" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+SLOTS = """
+device_id: test
+device_profile: cpu
+model:
+  path: {model}
+models:
+  ch:
+    path: {model}
+    name: ch_model
+cameras:
+  - id: gate
+    source: {root}/samples/gate_us.mp4
+    rois:
+      - id: lane1
+        points: [[255, 229], [385, 224], [387, 291], [257, 294]]
+  - id: border
+    source: {root}/samples/gate_us.mp4
+    model: ch
+    rois:
+      - id: lane1
+        points: [[255, 229], [385, 224], [387, 291], [257, 294]]
+"""
+
+
+def test_model_slots_are_chosen_per_camera(tmp_path):
+    config = load_config(cfg(tmp_path, base=SLOTS))
+    assert sorted(config.models) == ["ch", "default"] and config.models["default"] is config.model
+    assert config.models["ch"].name == "ch_model" and os.path.isabs(config.models["ch"].path)
+    assert [(c.id, c.model) for c in config.cameras] == [("gate", "default"), ("border", "ch")]
+    assert config.used_slots() == ["default", "ch"]
+    plain = load_config(cfg(tmp_path))  # no models: one slot, every camera on it
+    assert list(plain.models) == ["default"] and plain.used_slots() == ["default"]
+
+
+def test_an_unknown_model_slot_is_one_line_naming_the_camera_and_the_key(tmp_path):
+    out = problems(tmp_path, base=SLOTS.replace("model: ch", "model: eu"))
+    assert out.count("\n") == 0, out
+    assert out.startswith("cameras[1].model: camera 'border' names model slot 'eu'") and "slots: default, ch" in out
+    result = run_cli("check-config", cfg(tmp_path, base=SLOTS.replace("model: ch", "model: eu")))
+    assert result.returncode == 2 and "cameras[1].model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_model_slot_entries_are_checked_as_model_is(tmp_path):
+    out = problems(tmp_path, base=SLOTS.replace("    name: ch_model", "    nome: ch_model"))
+    assert "models.ch:" in out and "'nome' is not a known key" in out, out
+    out = problems(tmp_path, base=SLOTS.replace("  ch:\n    path: {model}", "  ch:\n    path: /nope/ch.onnx"))
+    assert "models.ch.path: value '/nope/ch.onnx' is wrong: no such file" in out
+    out = problems(tmp_path, base=SLOTS.replace("  ch:\n", "  default:\n").replace("model: ch", "model: default"))
+    assert "models.default: the slot named default is the top-level model: key" in out
+    out = problems(tmp_path, base=SLOTS.replace("  ch:\n", "  'c h':\n").replace("model: ch", "model: default"))
+    assert "models" in out and "does not match" in out

@@ -41,7 +41,7 @@ def state_dir(config):
 
 def test_install_list_noop_rollback(kit, config):
     before = listing(config)
-    assert before["active"]["slot"] is None and before["active"]["serial"] == 0  # the config's model
+    assert before["active"]["folder"] is None and before["active"]["serial"] == 0  # the config's model
     result = install(config, kit["p2"])
     assert result.returncode == 0, result.stderr
     assert "checked and installed" in result.stdout and "golden set 100.0%" in result.stdout
@@ -89,7 +89,7 @@ def test_refusals_leave_the_active_model(kit, config, tmp_path):
         result = install(config, package)
         assert result.returncode == 2 and why in result.stderr, (package, result.stderr)
         assert len(result.stderr.strip().splitlines()[-1]) and "Traceback" not in result.stderr
-    assert listing(config)["active"]["slot"] is None
+    assert listing(config)["active"]["folder"] is None
     staging = os.path.join(state_dir(config), "models", ".staging")
     assert os.listdir(staging) == []
     (tmp_path / "lab").mkdir()
@@ -129,7 +129,7 @@ def test_one_update_at_a_time_and_none_beside_a_daemon(kit, tmp_path):
     with FileLock(store.daemon_lock.path):  # "a daemon runs": the command goes to it over MQTT (no broker here)
         result = install(config, kit["p2"])
         assert result.returncode == 1 and "cannot reach the broker" in result.stderr
-    assert listing(config)["active"]["slot"] is None
+    assert listing(config)["active"]["folder"] is None
 
 
 def start_install(config, source, step, tmp_path):
@@ -142,7 +142,7 @@ def start_install(config, source, step, tmp_path):
 
 def assert_old_model_and_clean(config):
     after = listing(config)  # a fresh start on the state dir: it recovers first
-    assert after["active"]["slot"] is None, after
+    assert after["active"]["folder"] is None, after
     models = os.path.join(state_dir(config), "models")
     assert os.listdir(os.path.join(models, ".staging")) == []
     assert [n for n in os.listdir(models) if not n.startswith(".") and n != "state.json"] == []
@@ -229,7 +229,7 @@ def test_an_installed_model_that_no_longer_loads_is_rolled_back_at_start(kit, br
     assert proc.returncode == 0, proc.stderr
     assert "does not load" in proc.stderr
     assert sub.events() and all(e["model"]["version"] == "2026.11.24" for e in sub.events())
-    assert listing(config)["active"]["slot"] is None
+    assert listing(config)["active"]["folder"] is None
 
 
 def test_a_second_daemon_on_the_same_state_dir_is_refused(kit, tmp_path):

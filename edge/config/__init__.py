@@ -133,15 +133,19 @@ def _semantic_problems(data, base_dir):
         problems.extend(_regex_problem("tracking.format", data["tracking"]["format"]))
     for i, rule in enumerate(data.get("tracking", {}).get("replace_rules", [])):
         problems.extend(_regex_problem("tracking.replace_rules[%d].pattern" % i, rule["pattern"]))
-    model = data.get("model", {})
-    if model.get("plate_format"):
-        problem = pattern_problem(model["plate_format"])
-        if problem:
-            problems.append("model.plate_format: value %r is wrong: %s" % (model["plate_format"], problem))
-    for key in ("path", "characters"):
-        if key in model and not os.path.isfile(_resolve(model[key], base_dir)):
-            problems.append("model.%s: value %r is wrong: no such file (%s)"
-                            % (key, model[key], _resolve(model[key], base_dir)))
+    problems.extend(_model_problems("model", data.get("model", {}), base_dir))
+    slots = data.get("models", {})
+    if "default" in slots:
+        problems.append("models.default: the slot named default is the top-level model: key; give this one "
+                        "another name")
+    for slot in sorted(slots):
+        problems.extend(_model_problems("models.%s" % slot, slots[slot], base_dir))
+    known = ["default"] + sorted(s for s in slots if s != "default")
+    for i, cam in enumerate(data.get("cameras", [])):
+        slot = cam.get("model", "default")
+        if slot not in known:  # one line naming the camera and the key: a typo must not start a daemon
+            problems.append("cameras[%d].model: camera %r names model slot %r, which the config does not have "
+                            "(slots: %s; add it under models:)" % (i, cam["id"], slot, ", ".join(known)))
     detector = data.get("detector", {})
     if "path" in detector and not os.path.isfile(_resolve(detector["path"], base_dir)):
         problems.append("detector.path: value %r is wrong: no such file (%s)"
@@ -199,6 +203,20 @@ def polygon_problem(points, min_area=16.0):
     if polygon_area(points) < min_area:
         return "the points enclose no area"
     return None
+
+
+def _model_problems(where, model, base_dir):
+    """A model entry (the top-level model or a models: slot): its plate format and its files."""
+    problems = []
+    if model.get("plate_format"):
+        problem = pattern_problem(model["plate_format"])
+        if problem:
+            problems.append("%s.plate_format: value %r is wrong: %s" % (where, model["plate_format"], problem))
+    for key in ("path", "characters"):
+        if key in model and not os.path.isfile(_resolve(model[key], base_dir)):
+            problems.append("%s.%s: value %r is wrong: no such file (%s)"
+                            % (where, key, model[key], _resolve(model[key], base_dir)))
+    return problems
 
 
 def _self_intersecting(points):

@@ -15,6 +15,9 @@ def _read_secret(env_name, path):
     return None
 
 
+DEFAULT_SLOT = "default"  # the model slot of the top-level `model:` key
+
+
 @dataclass
 class ModelConfig:
     path: str
@@ -70,6 +73,7 @@ class CameraConfig:
     fps: float
     queue_size: int
     format: Optional[str] = None
+    model: str = "default"  # the model slot that reads this camera's plates (Config.models)
     decoder: str = "auto"
     open_timeout_s: float = 10.0
     stall_timeout_s: float = 5.0
@@ -212,10 +216,21 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     ota: OtaConfig = field(default_factory=OtaConfig)
     detector: Optional[DetectorConfig] = None
+    # model slots: "default" is `model`, the others come from `models:`; cameras[].model picks one
+    models: Dict[str, ModelConfig] = field(default_factory=dict)
     base_dir: str = "."
 
     def as_dict(self):
         return asdict(self)
+
+    def used_slots(self):
+        """The model slots some enabled camera reads with, in camera order: only these are loaded. With
+        every camera disabled, the default slot: the daemon still answers status and model commands."""
+        out = []
+        for camera in self.cameras:
+            if camera.model not in out:
+                out.append(camera.model)
+        return out or [DEFAULT_SLOT]
 
 
 def with_defaults(data, schema):
@@ -237,10 +252,10 @@ def config_from_dict(data, schema, base_dir, profile_name, resolve):
     """Build Config from a validated mapping (profile already merged); `resolve` makes paths absolute."""
     d = with_defaults(data, schema)
     props = schema["properties"]
-    model = dict(d["model"])
-    model["path"] = resolve(model["path"], base_dir)
-    if model.get("characters"):
-        model["characters"] = resolve(model["characters"], base_dir)
+    model = _model(d["model"], base_dir, resolve)
+    models = {DEFAULT_SLOT: model}
+    for slot, entry in sorted(d.get("models", {}).items()):
+        models[slot] = _model(entry, base_dir, resolve)
     cameras = []
     for cam in d["cameras"]:
         if not cam["enabled"]:
@@ -276,7 +291,7 @@ def config_from_dict(data, schema, base_dir, profile_name, resolve):
         state_dir=state_dir,
         print_events=d["print_events"],
         exit_when_sources_end=d["exit_when_sources_end"],
-        model=ModelConfig(**model),
+        model=model,
         recognizer=RecognizerConfig(**dict(d["recognizer"], engine_dir=_engine_dir(d["recognizer"], state_dir,
                                                                                   base_dir, resolve))),
         cameras=cameras,
@@ -288,8 +303,17 @@ def config_from_dict(data, schema, base_dir, profile_name, resolve):
         health=HealthConfig(**with_defaults(d.get("health", {}), props["health"])),
         ota=_ota(with_defaults(d.get("ota", {}), props["ota"]), base_dir, resolve),
         detector=_detector(d.get("detector"), props["detector"], base_dir, resolve),
+        models=models,
         base_dir=base_dir,
     )
+
+
+def _model(entry, base_dir, resolve):
+    entry = dict(entry)
+    entry["path"] = resolve(entry["path"], base_dir)
+    if entry.get("characters"):
+        entry["characters"] = resolve(entry["characters"], base_dir)
+    return ModelConfig(**entry)
 
 
 def _engine_dir(recognizer, state_dir, base_dir, resolve):

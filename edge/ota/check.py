@@ -1,6 +1,7 @@
 """What a device checks in an unpacked package before it may serve: the I/O contract through the real
-backend (the one the config names), the characters list against the output width, the golden set through
-the real recognizer, and (where TensorRT is the backend) the engine build. The same code measures the
+backend (the one the config names; ONNX Runtime before a TensorRT build), the characters list against the
+output width, the golden set through the real recognizer, and (where TensorRT is the backend) the engine
+build, with its progress. The same code measures the
 contract and the accuracy when a package is packed, so pack and install cannot disagree on what they mean."""
 import logging
 import os
@@ -117,15 +118,82 @@ def check_golden(recognizer, folder, golden, tolerance=0.0):
     return accuracy
 
 
-def build_engine(recognizer_config, model_path, progress=None):
-    """Seam for the TensorRT backend: build the candidate's engine into the engine cache before the switch,
-    so the swap never waits on a build and a model TensorRT cannot build is refused while the old one
-    serves. Engines are built here from the ONNX, never taken from a package. With ONNX Runtime there is
-    nothing to build. (The TensorRT backend lives on its own branch; loading the candidate through
-    create_backend in load_recognizer already builds and caches its engine there. This hook is where a
-    separate build with progress, keeping the watchdog fed, goes.)"""
-    if recognizer_config.backend == "onnxruntime":
+def tensorrt_usable(recognizer_config):
+    """The config asks for TensorRT and it imports here. Where it does not, the daemon runs on ONNX
+    Runtime (the fallback, one warning) and an update's candidate does the same: nothing to build."""
+    if recognizer_config.backend != "tensorrt":
+        return False
+    from edge.infer.base import BackendUnavailable
+    from edge.infer.tensorrt_backend import import_tensorrt
+
+    try:
+        import_tensorrt()
+    except BackendUnavailable:
+        return False
+    return True
+
+
+def reference_config(recognizer_config):
+    """The recognizer config a candidate is checked on before its TensorRT engine is built: ONNX Runtime
+    (CUDA where this build has it, else CPU) with the same threads."""
+    import onnxruntime as ort
+
+    from edge.config.model import RecognizerConfig
+    from edge.infer import FALLBACK_PROVIDERS
+
+    available = ort.get_available_providers()  # only these: a check needs no warning about a missing one
+    return RecognizerConfig(backend="onnxruntime", providers=[p for p in FALLBACK_PROVIDERS if p in available],
+                            threads=recognizer_config.threads)
+
+
+def build_engine(recognizer_config, model_path, progress=None, tick_s=0.5):
+    """Build the candidate's TensorRT engine into the engine cache before the switch, so the swap never
+    waits on a build and a model TensorRT cannot build is refused while the old one serves. Engines are
+    built here from the ONNX, never taken from a package. Returns the TensorRT session (the engine
+    loaded), or None where the backend is not TensorRT; OtaError('build_failed') naming why otherwise.
+
+    The build runs in a thread of its own so that `progress(elapsed seconds)` is called every tick_s while
+    it runs: the state topic says `building` with a count that goes up, not a silent wait of minutes."""
+    if recognizer_config.backend != "tensorrt":
         return None
-    if progress is not None:
-        progress(0.0)
-    return None
+    import threading
+    import time
+
+    from edge.infer.tensorrt_backend import TensorRTSession
+    from edge.recognize.backends import infer_options
+
+    result = {}
+
+    def build():
+        try:
+            # no fallback here: an engine that cannot be built must refuse the update, not serve on the CPU
+            result["session"] = TensorRTSession(model_path, infer_options(recognizer_config))
+        except Exception as exc:  # BackendUnavailable, ModelError, or whatever TensorRT raised
+            result["error"] = exc
+
+    started = time.monotonic()
+    thread = threading.Thread(target=build, name="ota-engine-build", daemon=True)
+    thread.start()
+    while True:
+        thread.join(tick_s)
+        if not thread.is_alive():
+            break
+        if progress is not None:
+            progress(time.monotonic() - started)
+    if "error" in result:
+        raise OtaError("build_failed", "the TensorRT engine for %s could not be built: %s"
+                       % (os.path.basename(model_path), result["error"]))
+    return result["session"]
+
+
+def recognizer_on(session, checked):
+    """The checked candidate's model and plate format on another session (its built TensorRT engine)."""
+    from edge.recognize.backends.lprnet import LprnetBackend
+    from edge.recognize.recognizer import Recognizer
+
+    try:
+        backend = LprnetBackend(session, checked.model)
+    except Exception as exc:
+        session.close()
+        raise OtaError("contract", "the TensorRT engine of %s: %s" % (checked.model.path, exc))
+    return Recognizer(checked.model, backend, checked.plate_format)

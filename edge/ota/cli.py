@@ -44,14 +44,15 @@ def cmd_pack(args):
         manifest = pack(args.model, args.out, args.name, args.version, args.serial, key_path=args.key,
                         characters_path=args.characters, golden_dir=args.golden, kind=args.kind,
                         min_accuracy=args.min_accuracy, min_daemon_version=args.min_daemon_version,
-                        replaces=args.replaces, plate_format=args.plate_format, release_summary=args.summary)
+                        replaces=args.replaces, plate_format=args.plate_format, release_summary=args.summary,
+                        slot=args.slot)
     except OtaError as exc:
         return _fail(exc)
     golden = manifest["golden"]
-    print("wrote %s: %s %s serial %d, %d files, golden set %s%s" % (
+    print("wrote %s: %s %s serial %d, %d files, golden set %s%s%s" % (
         args.out, manifest["name"], manifest["version"], manifest["serial"], len(manifest["files"]),
         "%d crops, %.1f%% required" % (golden["count"], 100 * golden["plate_accuracy"]) if golden else "none",
-        "" if args.key else ", UNSIGNED"))
+        ", for slot %s" % args.slot if args.slot else "", "" if args.key else ", UNSIGNED"))
     return EXIT_OK
 
 
@@ -122,16 +123,21 @@ def cmd_install(args):
         if config is None:
             return EXIT_BAD
         if running:
-            return _remote(config, install_command(args.source, args.sha256, args.size, args.allow_downgrade))
-        installer = Installer(store, config.ota, config.recognizer, lambda: current_model(store, config.model),
-                              report=_print_progress)
-        outcome = installer.run(args.source, sha256=args.sha256, size=args.size, allow_downgrade=args.allow_downgrade)
+            return _remote(config, install_command(args.source, args.sha256, args.size, args.allow_downgrade,
+                                                   args.slot))
+        installer = Installer(store, config.ota, config.recognizer,
+                              lambda slot: current_model(store, config.models[slot], slot), report=_print_progress,
+                              slots=sorted(config.models))
+        outcome = installer.run(args.source, sha256=args.sha256, size=args.size, allow_downgrade=args.allow_downgrade,
+                                slot=args.slot)
         if outcome.noop:
             print(outcome.message)
             return EXIT_OK
         outcome.recognizer.close()
-        store.activate(outcome.installed.slot)  # offline: no live traffic to judge, the golden set was the test
-        store.record({"state": "active", "reason": "installed offline", "model": outcome.installed.describe()})
+        # offline: no live traffic to judge, the golden set was the test
+        store.activate(outcome.installed.folder_name, outcome.slot)
+        store.record({"state": "active", "reason": "installed offline", "model": outcome.installed.describe()},
+                     outcome.slot)
     except OtaError as exc:
         return _fail(exc)
     print("%s; active now (previous kept for `lpr-edge model rollback`)" % outcome.message)
@@ -143,14 +149,15 @@ def _print_progress(state, **detail):
         sys.stderr.write("\rdownloading %5.1f%%" % detail["percent"])
         if detail["percent"] >= 100:
             sys.stderr.write("\n")
+    elif state == "building":  # a line per 10 s of a TensorRT build, not one per tick
+        if detail.get("elapsed_s", 0) % 10 < 0.5:
+            sys.stderr.write("building the TensorRT engine (%d s)\n" % detail.get("elapsed_s", 0))
     elif state != "downloading":
         sys.stderr.write("%s\n" % state)
     sys.stderr.flush()
 
 
 def cmd_list(args):
-    from edge.ota.install import current_model
-
     try:
         config, store, running = _open(args)
         if config is None:
@@ -162,30 +169,46 @@ def cmd_list(args):
             if args.json:
                 print(json.dumps(data, sort_keys=True))
             else:
-                m = data["model"]
-                print("active:   %s %s (serial %s, sha256 %s); the daemon says: %s%s" % (
-                    m["name"], m["version"], m["serial"], m["sha256"][:12], data["state"],
-                    " (%s)" % data["message"] if data.get("message") else ""))
+                for slot, payload in sorted(data.get("slots", {"default": data}).items()):
+                    m = payload["model"]
+                    print("active:   %s%s %s (serial %s, sha256 %s); the daemon says: %s%s" % (
+                        _slot_label(slot), m["name"], m["version"], m["serial"], m["sha256"][:12], payload["state"],
+                        " (%s)" % payload["message"] if payload.get("message") else ""))
             return EXIT_OK
         state = store.read_state()
-        slot = store.slot(state)
-        previous = store.installed(slot["previous"])
-        out = {"active": current_model(store, config.model), "previous": previous.describe() if previous else
-               ("the config's model" if slot["active"] else None), "refused": state["refused"], "last": state["last"]}
+        out = _offline_listing(config, store, state, "default")
+        out["slots"] = dict((slot, _offline_listing(config, store, state, slot)) for slot in sorted(config.models))
     except OtaError as exc:
         return _fail(exc)
     if args.json:
         print(json.dumps(out, sort_keys=True))
         return EXIT_OK
-    a = out["active"]
-    print("active:   %s %s (serial %s, sha256 %s)%s" % (a["name"], a["version"], a["serial"], a["sha256"][:12],
-                                                        "" if a["slot"] else ", the config's model"))
-    p = out["previous"]
-    print("previous: %s" % ("%s %s (serial %s)" % (p["name"], p["version"], p["serial"]) if isinstance(p, dict)
-                            else p or "none"))
+    for slot, listed in sorted(out["slots"].items()):
+        a = listed["active"]
+        print("active:   %s%s %s (serial %s, sha256 %s)%s" % (_slot_label(slot), a["name"], a["version"], a["serial"],
+                                                            a["sha256"][:12], "" if a["folder"] else
+                                                            ", the config's model"))
+        p = listed["previous"]
+        print("previous: %s%s" % (_slot_label(slot), "%s %s (serial %s)" % (p["name"], p["version"], p["serial"])
+                                  if isinstance(p, dict) else p or "none"))
     for r in out["refused"]:
         print("refused:  %s serial %s (%s): %s" % (r["name"], r["serial"], r.get("version"), r["reason"]))
     return EXIT_OK
+
+
+def _offline_listing(config, store, state, slot):
+    """A slot's active and previous model (the default slot's at the top level, as before slots)."""
+    from edge.ota.install import current_model
+
+    pointer = store.pointer(state, slot)
+    previous = store.installed(pointer["previous"], slot)
+    return {"active": current_model(store, config.models[slot], slot),
+            "previous": previous.describe() if previous else ("the config's model" if pointer["active"] else None),
+            "refused": state["refused"], "last": store.last(state, slot)}
+
+
+def _slot_label(slot):
+    return "" if slot == "default" else "[%s] " % slot
 
 
 def cmd_rollback(args):
@@ -193,11 +216,16 @@ def cmd_rollback(args):
         config, store, running = _open(args)
         if config is None:
             return EXIT_BAD
+        slot = args.slot or "default"
+        if slot not in config.models:
+            raise OtaError("unknown_slot", "the config has no model slot %r (slots: %s)"
+                           % (slot, ", ".join(sorted(config.models))))
         if running:
-            return _remote(config, {"action": "rollback"})
-        state, bad = store.rollback()
-        now = store.active()
-        store.record({"state": "rolled_back", "reason": "rolled back by hand", "model": bad.describe() if bad else None})
+            return _remote(config, {"action": "rollback", "slot": slot})
+        state, bad = store.rollback(slot)
+        now = store.active(slot)
+        store.record({"state": "rolled_back", "reason": "rolled back by hand", "model": bad.describe() if bad else None},
+                     slot)
     except OtaError as exc:
         return _fail(exc)
     print("rolled back from %s; active now: %s" % ("%s %s" % (bad.name, bad.version) if bad else "?",
@@ -230,6 +258,8 @@ def add_model_commands(sub):
     q.add_argument("--replaces", action="append", help="another model name this one may replace (repeatable)")
     q.add_argument("--plate-format", help="plate format, as model.plate_format")
     q.add_argument("--summary", help="release summary, one line")
+    q.add_argument("--slot", help="the device config's model slot it is meant for (default: none named; the "
+                                  "install's slot, else default)")
     q.add_argument("--min-daemon-version", help="oldest lpr-edge that can run it (default: this one)")
     q.add_argument("--out", required=True, help="package file to write")
     q.set_defaults(func=cmd_pack)
@@ -246,6 +276,9 @@ def add_model_commands(sub):
                              ("rollback", cmd_rollback, "make the previous model active again")):
         q = msub.add_parser(name, help=text + " (through the running daemon over MQTT, else offline)")
         q.add_argument("--config", required=True, help="the daemon's config YAML")
+        if name in ("install", "rollback"):
+            q.add_argument("--slot", help="model slot (config model: is default, models: names the others); "
+                                          "install without it: the package's slot, else default")
         if name == "install":
             q.add_argument("source", help="package file or http(s) URL")
             q.add_argument("--sha256", help="expected sha256 of the package file")

@@ -11,8 +11,14 @@ model, so no frame goes unread), a fall in plates per crop or in mean score agai
 failed golden set at the end rolls it back, refuses its serial and says why. The old recognizer stays
 loaded through probation, so a rollback is a swap, not a load that could fail.
 
-App hooks (edge/app.py): OtaService(app) in init (model_config() chooses the model to start with),
-attach() once the worker and publisher exist, start(), stop(); health.py asks health_component().
+Model slots (config `model:` = slot default, `models:` the others, cameras[].model picks one): every slot
+a camera uses has its own serving recognizer, installed model, rollback, probation and retained state
+(<prefix>/<device_id>/model/state for default, as before slots; <prefix>/<device_id>/model/<slot>/state for
+the others). A command names its slot (`slot`, else the package manifest's, else default). Still one
+update at a time, whatever the slot: updates are rare and a second one waits its turn (`busy`).
+
+App hooks (edge/app.py): OtaService(app) in init (model_config(slot) chooses the model each slot starts
+with), attach() once the worker and publisher exist, start(), stop(); health.py asks health_component().
 """
 import json
 import logging
@@ -25,7 +31,7 @@ from edge import __version__
 from edge.ota import OtaError
 from edge.ota.check import check_golden
 from edge.ota.install import Installer, _test_pause
-from edge.ota.store import ModelStore
+from edge.ota.store import DEFAULT_SLOT, ModelStore
 
 log = logging.getLogger("edge.ota")
 
@@ -119,16 +125,19 @@ class OtaService:
         said = self.store.recover()
         if said:
             log.warning("model updates: %s", said)
-        self.installed = None
+        self.installed = {}  # slot -> the InstalledModel it starts with (absent: the config's model)
         self.manager = None
         self.mqtt = None
 
-    def model_config(self):
-        """The model to start with: the active installed one if it is intact, else the config's."""
+    def config_model(self, slot):
+        return self.config.models.get(slot) or self.config.model
+
+    def model_config(self, slot=DEFAULT_SLOT):
+        """The model a slot starts with: its active installed one if it is intact, else the config's."""
         from edge.config.model import ModelConfig
         from edge.recognize.model import sha256_file
 
-        active = self.store.active()
+        active = self.store.active(slot)
         while active is not None:
             files = active.manifest["files"]
             damaged = [member for member in (active.manifest["model"], active.manifest["characters"])
@@ -136,22 +145,22 @@ class OtaService:
                        sha256_file(os.path.join(active.folder, member)) != files[member]["sha256"]]
             if not damaged:
                 break
-            self._roll_back_at_start(active, "installed model %s %s is damaged (%s)" % (
+            self._roll_back_at_start(slot, active, "installed model %s %s is damaged (%s)" % (
                 active.name, active.version, ", ".join(damaged)))
-            active = self.store.active()
-        self.installed = active
+            active = self.store.active(slot)
+        self.installed[slot] = active
         if active is None:
-            return self.config.model
-        log.info("model updates: starting with installed model %s %s (serial %d)", active.name, active.version,
-                 active.serial)
+            return self.config_model(slot)
+        log.info("model updates: starting with installed model %s %s (serial %d)%s", active.name, active.version,
+                 active.serial, _in_slot(slot))
         return ModelConfig(path=active.model_path, characters=active.characters_path, name=active.name,
                            version=active.version,
-                           plate_format=active.manifest.get("plate_format", self.config.model.plate_format))
+                           plate_format=active.manifest.get("plate_format", self.config_model(slot).plate_format))
 
-    def load_recognizer(self, model_config):
-        """The Recognizer to start with. An installed model that fails to load (its backend refuses it) is
-        rolled back and refused, and the one before it tried: a bad update must never stop the daemon from
-        starting. Only the config's own model failing is an error, as without updates."""
+    def load_recognizer(self, model_config, slot=DEFAULT_SLOT):
+        """The Recognizer a slot starts with. An installed model that fails to load (its backend refuses
+        it) is rolled back and refused, and the one before it tried: a bad update must never stop the
+        daemon from starting. Only the config's own model failing is an error, as without updates."""
         from edge.recognize.model import ModelError
         from edge.recognize.recognizer import Recognizer
 
@@ -159,22 +168,24 @@ class OtaService:
             try:
                 return Recognizer.from_config(model_config, self.config.recognizer)
             except ModelError as exc:
-                if self.installed is None:
+                bad = self.installed.get(slot)
+                if bad is None:
                     raise
-                self._roll_back_at_start(self.installed, "installed model %s %s does not load: %s" % (
-                    self.installed.name, self.installed.version, exc))
-                model_config = self.model_config()
+                self._roll_back_at_start(slot, bad, "installed model %s %s does not load: %s" % (
+                    bad.name, bad.version, exc))
+                model_config = self.model_config(slot)
 
-    def _roll_back_at_start(self, bad, reason):
-        log.error("model updates: %s; rolling back", reason)
-        self.store.rollback(refuse_reason=reason)
-        self.store.record({"state": "rolled_back", "reason": reason, "model": bad.describe()})
+    def _roll_back_at_start(self, slot, bad, reason):
+        log.error("model updates: %s%s; rolling back", reason, _in_slot(slot))
+        self.store.rollback(slot, refuse_reason=reason)
+        self.store.record({"state": "rolled_back", "reason": reason, "model": bad.describe()}, slot)
 
     def attach(self):
-        """Wrap the serving recognizer for probation counts; hook the MQTT side into the publisher."""
+        """Wrap each serving recognizer for probation counts; hook the MQTT side into the publisher."""
         app = self.app
-        observed = ObservedRecognizer(app.recognizer, self.installed)
-        app.recognizer = app.worker.recognizer = observed
+        for slot, recognizer in list(app.recognizers.items()):
+            observed = ObservedRecognizer(recognizer, self.installed.get(slot))
+            app.recognizers[slot] = app.worker.recognizers[slot] = observed
         self.manager = OtaManager(self)
         if self.config.ota.enabled:
             from edge.ota.mqtt import OtaMqtt
@@ -196,22 +207,32 @@ class OtaService:
             self.manager.join(2.0)
         self.store.daemon_lock.release()
 
-    def status(self):
-        return self.manager.state_payload() if self.manager is not None else None
+    def status(self, slot=DEFAULT_SLOT):
+        if self.manager is None or slot not in self.app.recognizers:
+            return None
+        return self.manager.state_payload(slot)
 
     def health_component(self):
+        """One line: each slot's model and update state (the default slot's as before slots, first)."""
         from edge.service.health import OK, Component
 
-        state = self.status() or {"state": "idle"}
-        model = state.get("model") or {}
-        reason = "%s %s: %s" % (model.get("name"), model.get("version"), state["state"])
-        if state.get("message") and state["state"] in ("failed", "rolled_back", "probation"):
-            reason += " (%s)" % state["message"]
-        return Component("model", OK, reason)
+        parts = []
+        for slot in self.app.recognizers:
+            state = self.status(slot) or {"state": "idle"}
+            model = state.get("model") or {}
+            part = "%s %s: %s" % (model.get("name"), model.get("version"), state["state"])
+            if state.get("message") and state["state"] in ("failed", "rolled_back", "probation"):
+                part += " (%s)" % state["message"]
+            parts.append(part if slot == DEFAULT_SLOT else "slot %s: %s" % (slot, part))
+        return Component("model", OK, "; ".join(parts))
 
 
 def _exists(path):
     return os.path.isfile(path)
+
+
+def _in_slot(slot):
+    return "" if slot == DEFAULT_SLOT else " in slot %s" % slot
 
 
 class OtaManager(threading.Thread):
@@ -227,13 +248,33 @@ class OtaManager(threading.Thread):
         self.busy = threading.Lock()  # held from an install's acceptance to the end of its probation
         self.on_state = []  # callables(payload dict): the MQTT side publishes it
         self.on_reply = []  # callables(reply dict)
-        self.offer = None  # the update last offered (Home Assistant's latest_version)
-        last = self.store.read_state().get("last") or {}
-        self.state = {"state": last.get("state") or "idle", "message": last.get("reason"), "reason": None,
-                      "transaction": None}
+        self.offers = {}  # slot -> the update last offered (Home Assistant's latest_version)
+        stored = self.store.read_state()
+        self.states = {}  # slot -> its state: state, reason, message, transaction, and the step's details
+        for slot in self.app.recognizers:
+            last = self.store.last(stored, slot) or {}
+            self.states[slot] = {"state": last.get("state") or "idle", "message": last.get("reason"),
+                                 "reason": None, "transaction": None}
         self.probation = None
+        self.update_slot = DEFAULT_SLOT  # the slot the running update is for (its states go there)
+
+    @property
+    def state(self):
+        """The default slot's state (else the first slot's): what single-slot callers mean."""
+        return self.states.get(DEFAULT_SLOT) or next(iter(self.states.values()))
 
     # --- commands (any thread) ---------------------------------------------------------------------
+    def slot_problem(self, slot):
+        """(code, message) when `slot` cannot take an update in this daemon, else None."""
+        if slot not in self.config.models:
+            return "unknown_slot", "the config has no model slot %r (slots: %s)" % (
+                slot, ", ".join(sorted(self.config.models)))
+        if slot not in self.app.recognizers:
+            return "slot_unused", ("no camera reads with model slot %r, so the daemon has no model there to replace "
+                                   "or judge on probation (set cameras[].model: %s, or install it offline)"
+                                   % (slot, slot))
+        return None
+
     def submit(self, command):
         """Validate a parsed command; queue it or answer at once (status, offer, busy, bad commands)."""
         transaction = command.get("transaction") if isinstance(command, dict) else None
@@ -241,28 +282,39 @@ class OtaManager(threading.Thread):
         if problem:
             return self.refuse(transaction if isinstance(transaction, (str, int)) else None, "bad_command", problem)
         action = command["action"]
+        slot = command.get("slot")
+        if slot is not None and self.slot_problem(slot):
+            code, message = self.slot_problem(slot)
+            return self.refuse(transaction, code, message)
         if action == "status":
-            return self.reply(transaction, "ok", action, data=self.state_payload())
+            data = self.state_payload(slot or DEFAULT_SLOT) if (slot or DEFAULT_SLOT) in self.states else \
+                dict(self.state_payload(next(iter(self.states))))
+            data["slots"] = dict((s, self.state_payload(s)) for s in self.states)
+            return self.reply(transaction, "ok", action, data=data)
+        offer_slot = slot or DEFAULT_SLOT
         if action in ("install", "offer") and not command.get("url"):
-            if action == "offer" or self.offer is None:
+            offer = self.offers.get(offer_slot)
+            if action == "offer" or offer is None:
                 return self.refuse(transaction, "bad_command", "%s needs a url%s" % (
-                    action, " (or an earlier offer)" if action == "install" else ""))
-            command = dict(self.offer, action="install", transaction=transaction or self.offer.get("transaction"))
+                    action, " (or an earlier offer)" if action == "install" else ""), slot)
+            command = dict(offer, action="install", transaction=transaction or offer.get("transaction"))
         if action == "offer":
-            self.offer = dict((k, v) for k, v in command.items() if k not in ("action", "devices"))
-            self.reply(transaction, "ok", "offer")
-            return self.publish_state()
+            self.offers[offer_slot] = dict((k, v) for k, v in command.items() if k not in ("action", "devices"))
+            self.reply(transaction, "ok", "offer", slot=offer_slot)
+            return self.publish_state(offer_slot)
         if not self.busy.acquire(False):
             return self.reply(transaction, "error", action, error="busy",
-                              message="another model update is in progress (%s)" % self.state["state"])
+                              message="another model update is in progress (%s%s)" % (
+                                  self.states[self.update_slot]["state"], _in_slot(self.update_slot)))
         self.reply(transaction, "accepted", action)
         self.commands.put(command)
 
-    def refuse(self, transaction, code, message):
+    def refuse(self, transaction, code, message, slot=None):
         log.warning("model command refused: %s", message)
         self.reply(transaction, "error", None, error=code, message=message)
-        if not self.busy.locked():  # during an update the state topic keeps saying what the update does
-            self.set_state("failed", reason=code, message=message, transaction=transaction)
+        slot = slot if slot in self.states else DEFAULT_SLOT if DEFAULT_SLOT in self.states else None
+        if slot is not None and not self.busy.locked():  # during an update the state topic keeps saying what
+            self.set_state(slot, "failed", reason=code, message=message, transaction=transaction)  # it does
 
     def reply(self, transaction, status, action, **detail):
         payload = dict(transaction=transaction, status=status, action=action, device_id=self.config.device_id,
@@ -272,33 +324,37 @@ class OtaManager(threading.Thread):
             fn(payload)
 
     # --- state -----------------------------------------------------------------------------------------
-    def set_state(self, state, **detail):
-        self.state = dict(state=state, reason=detail.pop("reason", None), message=detail.pop("message", None),
-                          transaction=detail.pop("transaction", self.state.get("transaction")), **detail)
-        self.publish_state()
+    def set_state(self, slot, state, **detail):
+        before = self.states.get(slot, {})
+        self.states[slot] = dict(state=state, reason=detail.pop("reason", None), message=detail.pop("message", None),
+                                 transaction=detail.pop("transaction", before.get("transaction")), **detail)
+        self.publish_state(slot)
 
-    def state_payload(self):
-        serving = describe(self.app.recognizer)
-        payload = dict(self.state)
+    def state_payload(self, slot=DEFAULT_SLOT):
+        serving = describe(self.app.recognizers[slot])
+        state = self.states[slot]
+        payload = dict(state)
         payload.update(model=serving, device_id=self.config.device_id, daemon_version=__version__,
-                       timestamp=time.time())
-        slot = self.store.slot(self.store.read_state())
-        previous = self.store.installed(slot.get("previous"))
+                       timestamp=time.time(), slot=slot)
+        previous = self.store.previous(slot)
         payload["previous"] = previous.describe() if previous else None
-        if self.probation is not None:
+        if self.probation is not None and self.probation["slot"] == slot:
             payload["probation_left_s"] = round(max(0.0, self.probation["until"] - time.monotonic()), 1)
         # Home Assistant's update entity reads these (its state JSON)
-        latest = self.offer.get("version") if self.offer else None
+        offer = self.offers.get(slot)
+        latest = offer.get("version") if offer else None
         payload.update(title=serving["name"], installed_version=serving["version"],
-                       latest_version=latest or serving["version"], in_progress=self.state["state"] in IN_PROGRESS,
-                       update_percentage=self.state.get("percent") if self.state["state"] == "downloading" else None,
-                       release_summary=(self.offer or {}).get("release_summary") or self.state.get("message"))
+                       latest_version=latest or serving["version"], in_progress=state["state"] in IN_PROGRESS,
+                       update_percentage=state.get("percent") if state["state"] == "downloading" else None,
+                       release_summary=(offer or {}).get("release_summary") or state.get("message"))
         return payload
 
-    def publish_state(self):
-        payload = self.state_payload()
-        for fn in self.on_state:
-            fn(payload)
+    def publish_state(self, slot=None):
+        """Publish one slot's state, or (None) every slot's."""
+        for s in ([slot] if slot is not None else list(self.states)):
+            payload = self.state_payload(s)
+            for fn in self.on_state:
+                fn(payload)
 
     # --- the thread ------------------------------------------------------------------------------------
     def run(self):
@@ -311,7 +367,8 @@ class OtaManager(threading.Thread):
                 self.execute(command)
             except Exception as exc:  # a bug must not take the daemon down: the old model keeps serving
                 log.exception("model update failed")
-                self.set_state("failed", reason="internal", message=str(exc), transaction=command.get("transaction"))
+                self.set_state(self.update_slot, "failed", reason="internal", message=str(exc),
+                               transaction=command.get("transaction"))
                 self.reply(command.get("transaction"), "error", command["action"], error="internal", message=str(exc))
             finally:
                 self.probation = None
@@ -319,73 +376,96 @@ class OtaManager(threading.Thread):
 
     def execute(self, command):
         transaction = command.get("transaction")
+        asked = command.get("slot")
+        self.update_slot = asked or DEFAULT_SLOT  # until the manifest names another
         if command["action"] == "rollback":
-            return self.rollback_by_command(transaction)
-        self.set_state("downloading" if command["url"].startswith(("http://", "https://")) else "verifying",
-                       percent=0.0, transaction=transaction)
+            return self.rollback_by_command(transaction, self.update_slot)
+        self._before_update = dict(self.states[self.update_slot])
+        self.set_state(self.update_slot, "downloading" if command["url"].startswith(("http://", "https://"))
+                       else "verifying", percent=0.0, transaction=transaction)
         installer = Installer(self.store, self.ota, self.config.recognizer,
-                              lambda: dict(describe(self.app.recognizer), name=self.app.recognizer.model.name),
-                              report=self._report, should_stop=self.stop_event.is_set)
+                              lambda slot: dict(describe(self.app.recognizers[slot]),
+                                                name=self.app.recognizers[slot].model.name),
+                              report=self._report, should_stop=self.stop_event.is_set,
+                              slots=list(self.app.recognizers),
+                              tensorrt_serves=lambda slot: self.app.recognizers[slot].backend.name == "tensorrt")
+        installer.slot_problem = self.slot_problem
+        installer.on_slot = self._on_slot
         try:
             outcome = installer.run(command["url"], sha256=command.get("sha256"), size=command.get("size"),
-                                    allow_downgrade=bool(command.get("allow_downgrade")))
+                                    allow_downgrade=bool(command.get("allow_downgrade")), slot=asked)
         except OtaError as exc:
             log.error("model update refused: %s", exc)
-            self.set_state("failed", reason=exc.code, message=str(exc), transaction=transaction)
-            self.store.record({"state": "failed", "reason": str(exc)})
-            return self.reply(transaction, "error", "install", error=exc.code, message=str(exc))
+            self.set_state(self.update_slot, "failed", reason=exc.code, message=str(exc), transaction=transaction)
+            self.store.record({"state": "failed", "reason": str(exc)}, self.update_slot)
+            return self.reply(transaction, "error", "install", error=exc.code, message=str(exc),
+                              slot=self.update_slot)
         if outcome.noop:
-            self.set_state("active", message=outcome.message, transaction=transaction)
-            return self.reply(transaction, "ok", "install", message=outcome.message, noop=True)
+            self.set_state(outcome.slot, "active", message=outcome.message, transaction=transaction)
+            return self.reply(transaction, "ok", "install", message=outcome.message, noop=True, slot=outcome.slot)
         log.info("model update: %s", outcome.message)
         self.switch(outcome, transaction)
 
+    def _on_slot(self, slot):
+        """The manifest named the slot (the command did not): its states go there from now on, and the
+        default slot's topic says again what it said before this update."""
+        if slot == self.update_slot:
+            return
+        moved = self.states[self.update_slot]
+        self.states[self.update_slot] = self._before_update
+        self.publish_state(self.update_slot)
+        self.update_slot = slot
+        self._before_update = dict(self.states[slot])
+        self.set_state(slot, moved["state"], transaction=moved.get("transaction"))
+
     def _report(self, state, **detail):
-        self.set_state(state, **detail)
+        self.set_state(self.update_slot, state, **detail)
 
     def switch(self, outcome, transaction):
         """Point state.json at the new model (probation pending), then hand it to the worker."""
+        slot = outcome.slot
         probation_s = self.ota.probation_s
         new = ObservedRecognizer(outcome.recognizer, outcome.installed)
-        old = self.app.recognizer
-        self.store.activate(outcome.installed.slot, probation_s=probation_s or None)
+        old = self.app.recognizers[slot]
+        self.store.activate(outcome.installed.folder_name, slot, probation_s=probation_s or None)
         _test_pause("activated")
-        self._swap_to(new)
+        self._swap_to(slot, new)
         if not probation_s:
-            return self.commit(new, old, transaction)
+            return self.commit(slot, new, old, transaction)
         new.shadow = old.inner if isinstance(old, ObservedRecognizer) else old
-        self.probation = {"until": time.monotonic() + probation_s}
-        self.set_state("probation", message="%s; on probation for %.0f s" % (outcome.message, probation_s),
+        self.probation = {"until": time.monotonic() + probation_s, "slot": slot}
+        self.set_state(slot, "probation", message="%s; on probation for %.0f s" % (outcome.message, probation_s),
                        transaction=transaction)
-        self.reply(transaction, "ok", "install", state="probation", model=describe(new))
-        self.watch_probation(new, old, transaction)
+        self.reply(transaction, "ok", "install", state="probation", model=describe(new), slot=slot)
+        self.watch_probation(slot, new, old, transaction)
 
-    def _swap_to(self, recognizer):
+    def _swap_to(self, slot, recognizer):
         def on_swap(old, new):
-            self.app.recognizer = new  # events emitted from here on carry the new model
+            self.app.recognizers[slot] = new  # events emitted from here on carry the new model
 
-        done = self.app.worker.swap_recognizer(recognizer, on_swap)
-        if not done.wait(30.0) and self.app.worker.is_alive():
+        worker = self.app.worker
+        done = worker.swap_recognizer(slot, recognizer, on_swap)
+        if not done.wait(30.0) and worker.is_alive():
             raise RuntimeError("the recognizer worker did not take the new model within 30 s")
         if not done.is_set():  # worker gone (stopping): nothing reads frames anyway
-            self.app.recognizer = self.app.worker.recognizer = recognizer
-        log.info("model %s %s serves now (sha256 %s)", recognizer.model.name, recognizer.model.version,
-                 recognizer.model.sha256[:12])
+            self.app.recognizers[slot] = worker.recognizers[slot] = recognizer
+        log.info("model %s %s serves now%s (sha256 %s)", recognizer.model.name, recognizer.model.version,
+                 _in_slot(slot), recognizer.model.sha256[:12])
 
-    def _between_batches(self):
+    def _between_batches(self, slot):
         """Wait until the worker is between two batches (a swap to the recognizer it already has)."""
-        self.app.worker.swap_recognizer(self.app.recognizer).wait(30.0)
+        self.app.worker.swap_recognizer(slot, self.app.recognizers[slot]).wait(30.0)
 
-    def watch_probation(self, new, old, transaction):
+    def watch_probation(self, slot, new, old, transaction):
         while not self.stop_event.is_set():
             problem = self.probation_problem(new, final=False)
             if problem is None and time.monotonic() >= self.probation["until"]:
                 problem = self.probation_problem(new, final=True)
                 if problem is None:
-                    return self.commit(new, old, transaction)
+                    return self.commit(slot, new, old, transaction)
             if problem:
-                return self.roll_back(new, old, transaction, problem)
-            self.publish_state()
+                return self.roll_back(slot, new, old, transaction, problem)
+            self.publish_state(slot)
             self.stop_event.wait(POLL_S)
         # stopping during probation: state.json still says probation, so the next start rolls back
 
@@ -411,61 +491,64 @@ class OtaManager(threading.Thread):
                 return "golden set again at the end of probation: %s" % exc
         return None
 
-    def commit(self, new, old, transaction):
+    def commit(self, slot, new, old, transaction):
         new.shadow = None
         log.info("model update: probation passed: %s", new.stats())
-        self.store.commit()
-        self._between_batches()  # a batch still using the old model as shadow ends before it closes
+        self.store.commit(slot)
+        self._between_batches(slot)  # a batch still using the old model as shadow ends before it closes
         old.close()
-        message = "%s %s is active (serial %d)" % (new.model.name, new.model.version, new.installed.serial)
-        self.store.record({"state": "active", "reason": message, "model": new.installed.describe()})
+        message = "%s %s is active (serial %d)%s" % (new.model.name, new.model.version, new.installed.serial,
+                                                     _in_slot(slot))
+        self.store.record({"state": "active", "reason": message, "model": new.installed.describe()}, slot)
         log.info("model update: %s", message)
-        self.set_state("active", message=message, transaction=transaction)
-        self.reply(transaction, "ok", "install", state="active", model=describe(new), message=message)
+        self.set_state(slot, "active", message=message, transaction=transaction)
+        self.reply(transaction, "ok", "install", state="active", model=describe(new), message=message, slot=slot)
 
-    def roll_back(self, new, old, transaction, problem):
-        log.error("model update: probation failed: %s; rolling back", problem)
-        self.store.rollback(refuse_reason=problem)
-        self._swap_to(old)
+    def roll_back(self, slot, new, old, transaction, problem):
+        log.error("model update: probation failed%s: %s; rolling back", _in_slot(slot), problem)
+        self.store.rollback(slot, refuse_reason=problem)
+        self._swap_to(slot, old)
         new.shadow = None
         new.close()
         message = "rolled back to %s %s: %s" % (old.model.name, old.model.version, problem)
-        self.store.record({"state": "rolled_back", "reason": message, "model": new.installed.describe()})
-        self.set_state("rolled_back", reason="probation_failed", message=message, transaction=transaction)
-        self.reply(transaction, "error", "install", error="probation_failed", message=message)
+        self.store.record({"state": "rolled_back", "reason": message, "model": new.installed.describe()}, slot)
+        self.set_state(slot, "rolled_back", reason="probation_failed", message=message, transaction=transaction)
+        self.reply(transaction, "error", "install", error="probation_failed", message=message, slot=slot)
 
-    def rollback_by_command(self, transaction):
-        """Back to the previous model (loaded fresh: outside probation the old one is not kept)."""
+    def rollback_by_command(self, transaction, slot):
+        """Back to the slot's previous model (loaded fresh: outside probation the old one is not kept)."""
         from edge.ota.check import load_recognizer
 
-        state = self.store.read_state()
-        slot = self.store.slot(state)
-        if slot["active"] is None:
-            message = "the config's own model is active; there is nothing to roll back to"
-            self.set_state("failed", reason="nothing_to_roll_back", message=message, transaction=transaction)
-            return self.reply(transaction, "error", "rollback", error="nothing_to_roll_back", message=message)
-        previous = self.store.installed(slot["previous"])
+        pointer = self.store.pointer(self.store.read_state(), slot)
+        if pointer["active"] is None:
+            message = "the config's own model is active%s; there is nothing to roll back to" % _in_slot(slot)
+            self.set_state(slot, "failed", reason="nothing_to_roll_back", message=message, transaction=transaction)
+            return self.reply(transaction, "error", "rollback", error="nothing_to_roll_back", message=message,
+                              slot=slot)
+        previous = self.store.previous(slot)
         try:
             if previous is not None:
                 recognizer = load_recognizer(previous.model_path, previous.characters_path, previous.name,
                                              previous.version, previous.manifest.get("plate_format"),
                                              self.config.recognizer)
             else:
-                m = self.config.model
+                m = self.service.config_model(slot)
                 recognizer = load_recognizer(m.path, m.characters, m.name, m.version, m.plate_format,
                                              self.config.recognizer)
         except OtaError as exc:
-            self.set_state("failed", reason=exc.code, message="rollback: %s" % exc, transaction=transaction)
-            return self.reply(transaction, "error", "rollback", error=exc.code, message=str(exc))
-        _, bad = self.store.rollback()
-        old = self.app.recognizer
-        self._swap_to(ObservedRecognizer(recognizer, previous))
-        self._between_batches()
+            self.set_state(slot, "failed", reason=exc.code, message="rollback: %s" % exc, transaction=transaction)
+            return self.reply(transaction, "error", "rollback", error=exc.code, message=str(exc), slot=slot)
+        _, bad = self.store.rollback(slot)
+        old = self.app.recognizers[slot]
+        self._swap_to(slot, ObservedRecognizer(recognizer, previous))
+        self._between_batches(slot)
         old.close()
-        message = "rolled back by command from %s %s" % (bad.name, bad.version) if bad else "rolled back"
-        self.store.record({"state": "rolled_back", "reason": message, "model": bad.describe() if bad else None})
-        self.set_state("rolled_back", reason="command", message=message, transaction=transaction)
-        self.reply(transaction, "ok", "rollback", model=describe(self.app.recognizer), message=message)
+        message = "rolled back by command from %s %s%s" % (bad.name, bad.version, _in_slot(slot)) if bad else \
+            "rolled back"
+        self.store.record({"state": "rolled_back", "reason": message, "model": bad.describe() if bad else None}, slot)
+        self.set_state(slot, "rolled_back", reason="command", message=message, transaction=transaction)
+        self.reply(transaction, "ok", "rollback", model=describe(self.app.recognizers[slot]), message=message,
+                   slot=slot)
 
 
 _COMMAND_SCHEMA = []

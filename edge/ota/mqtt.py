@@ -5,8 +5,9 @@
 | <prefix>/<device>/cmd/model             | command JSON {transaction, action: install|rollback|status|offer, url, sha256, size, allow_downgrade} | 1 | never (a retained command is ignored) |
 | <prefix>/all/cmd/model                  | the same, for every device (optional `devices`: [ids] it is meant for) | 1 | never |
 | <prefix>/<device>/cmd/model/response    | reply JSON {transaction, status: accepted|ok|error, action, error, message, ...} | 1 | no |
-| <prefix>/<device>/model/state           | state JSON (configs/schema/model-state.schema.json), also Home Assistant's update entity | 1 | yes |
-| <discovery>/update/lpr_edge_<device>_model/config | Home Assistant discovery of the update entity (home_assistant.enabled) | 1 | yes |
+| <prefix>/<device>/model/state           | state JSON (configs/schema/model-state.schema.json) of the default model slot, also Home Assistant's update entity | 1 | yes |
+| <prefix>/<device>/model/<slot>/state    | the same for another model slot (config models:) | 1 | yes |
+| <discovery>/update/lpr_edge_<device>_model[_<slot>]/config | Home Assistant discovery of each slot's update entity (home_assistant.enabled) | 1 | yes |
 """
 import collections
 import json
@@ -15,6 +16,7 @@ import threading
 
 from edge.ota import OtaError
 from edge.ota.daemon import parse_command
+from edge.ota.store import DEFAULT_SLOT
 
 log = logging.getLogger("edge.ota")
 
@@ -29,7 +31,20 @@ class OtaTopics:
         self.fleet_command = prefix + "/all/cmd/model"
         self.response = self.command + "/response"
         self.state = base + "/model/state"
+        self.slot_states = base + "/model/+/state"  # the other slots' (what the CLI subscribes to)
+        self.base = base
         self.availability = base + "/availability"
+
+    def state_of(self, slot):
+        """The default slot keeps the topic it had before slots; the others get one each."""
+        return self.state if slot == DEFAULT_SLOT else "%s/model/%s/state" % (self.base, slot)
+
+
+def install_payload(slot):
+    """What Home Assistant's install button publishes: the default slot's as before slots, else with its slot."""
+    if slot == DEFAULT_SLOT:
+        return HA_INSTALL
+    return json.dumps({"action": "install", "transaction": "home-assistant", "slot": slot}, sort_keys=True)
 
 
 class OtaMqtt:
@@ -41,16 +56,17 @@ class OtaMqtt:
         self.ha = config.home_assistant
         self.manager = manager
         self._lock = threading.Lock()
-        self._state = None  # latest state payload, sent once (and again after every reconnect)
-        self._state_dirty = False
+        self._states = collections.OrderedDict()  # slot -> latest state payload, sent once (and after reconnects)
+        self._dirty = set()
         self._replies = collections.deque(maxlen=200)
         manager.on_state.append(self._on_state)
         manager.on_reply.append(self._on_reply)
 
     def _on_state(self, payload):
         with self._lock:
-            self._state = json.dumps(payload, sort_keys=True)
-            self._state_dirty = True
+            slot = payload.get("slot", DEFAULT_SLOT)
+            self._states[slot] = json.dumps(payload, sort_keys=True)
+            self._dirty.add(slot)
 
     def _on_reply(self, payload):
         with self._lock:
@@ -62,7 +78,7 @@ class OtaMqtt:
 
     def on_connect(self):
         with self._lock:
-            self._state_dirty = self._state is not None
+            self._dirty = set(self._states)
 
     def on_message(self, msg):
         if msg.topic not in (self.topics.command, self.topics.fleet_command):
@@ -91,18 +107,25 @@ class OtaMqtt:
         with self._lock:
             while self._replies:
                 out.append((self.topics.response, self._replies.popleft(), False))
-            if self._state_dirty:
-                out.append((self.topics.state, self._state, True))
-                self._state_dirty = False
+            for slot, payload in self._states.items():
+                if slot in self._dirty:
+                    out.append((self.topics.state_of(slot), payload, True))
+            self._dirty = set()
         return out
 
     # --- Home Assistant ---------------------------------------------------------------------------
     def discovery_messages(self, discovery):
-        """The model's update entity, made like every other entity of the device (edge/publish/homeassistant)."""
+        """Each slot's update entity, made like every other entity of the device (edge/publish/homeassistant);
+        the default slot's keeps the object id and name it had before slots."""
         keys = ("installed_version", "latest_version", "in_progress", "update_percentage", "release_summary",
                 "title")
-        return [discovery.entity(
-            "update", "model", "Plate model", state_topic=self.topics.state,
-            # only the keys the update entity knows: the state topic carries more for other consumers
-            value_template="{{ {%s} | to_json }}" % ", ".join("'%s': value_json.%s" % (k, k) for k in keys),
-            command_topic=self.topics.command, payload_install=HA_INSTALL, entity_category="config")]
+        out = []
+        for slot in self.manager.states:
+            default = slot == DEFAULT_SLOT
+            out.append(discovery.entity(
+                "update", "model" if default else "model_%s" % slot,
+                "Plate model" if default else "Plate model %s" % slot, state_topic=self.topics.state_of(slot),
+                # only the keys the update entity knows: the state topic carries more for other consumers
+                value_template="{{ {%s} | to_json }}" % ", ".join("'%s': value_json.%s" % (k, k) for k in keys),
+                command_topic=self.topics.command, payload_install=install_payload(slot), entity_category="config"))
+        return out

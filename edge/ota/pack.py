@@ -23,7 +23,7 @@ def find_characters(model_path):
 
 def pack(model_path, out_path, name, version, serial, key_path=None, characters_path=None, golden_dir=None,
          kind="recognizer", min_accuracy=None, min_daemon_version=None, replaces=None, plate_format=None,
-         release_summary=None):
+         release_summary=None, slot=None):
     """Write a package to `out_path`; returns its manifest. Unsigned only when key_path is None."""
     if kind != "recognizer":
         raise OtaError("kind", "packing a %s is not supported yet (only recognizer models)" % kind)
@@ -48,7 +48,7 @@ def pack(model_path, out_path, name, version, serial, key_path=None, characters_
         recognizer.close()
     manifest = build_manifest(name, version, serial, contract, describe_files(sources), kind=kind, golden=golden,
                               min_daemon_version=min_daemon_version, replaces=replaces, plate_format=plate_format,
-                              release_summary=release_summary)
+                              release_summary=release_summary, slot=slot)
     from edge.ota.package import check_manifest
 
     check_manifest(manifest)

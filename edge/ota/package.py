@@ -1,7 +1,8 @@
 """Model packages: one uncompressed tar file (schema: configs/schema/model-package.schema.json).
 
     manifest.json          name, kind, version, serial, I/O contract, golden-set accuracy, min daemon
-                           version, and the size and sha256 of every other member
+                           version, optionally the model slot it is meant for, and the size and sha256
+                           of every other member
     manifest.sig           Ed25519 signature over manifest.json's exact bytes (signing.py)
     model.onnx             the model (engines never travel: a device builds its own)
     characters.txt         its characters list
@@ -70,7 +71,7 @@ def golden_members(golden_dir):
 
 
 def build_manifest(name, version, serial, contract, files, kind="recognizer", golden=None,
-                   min_daemon_version=None, replaces=None, plate_format=None, release_summary=None):
+                   min_daemon_version=None, replaces=None, plate_format=None, release_summary=None, slot=None):
     manifest = {
         "format": FORMAT,
         "name": name,
@@ -85,7 +86,8 @@ def build_manifest(name, version, serial, contract, files, kind="recognizer", go
         "golden": golden,
         "files": files,
     }
-    for key, value in (("replaces", replaces), ("plate_format", plate_format), ("release_summary", release_summary)):
+    for key, value in (("replaces", replaces), ("plate_format", plate_format), ("release_summary", release_summary),
+                       ("slot", slot)):  # optional keys: a package without them stays as it was
         if value:
             manifest[key] = value
     return manifest

@@ -31,7 +31,7 @@ def send(config, command, timeout_s=900.0, out=None, until_settled=True):
     client = _client(config.mqtt)
 
     def on_connect(c, *args):
-        c.subscribe([(topics.response, 1), (topics.state, 1)])
+        c.subscribe([(topics.response, 1), (topics.state, 1), (topics.slot_states, 1)])
 
     def on_message(c, userdata, msg):
         try:
@@ -40,7 +40,7 @@ def send(config, command, timeout_s=900.0, out=None, until_settled=True):
             return
         if msg.topic == topics.response and payload.get("transaction") == transaction:
             replies.append(payload)
-        elif msg.topic == topics.state and payload.get("transaction") == transaction:
+        elif msg.topic.endswith("/state") and payload.get("transaction") == transaction:
             states.append(payload)
 
     client.on_connect = on_connect
@@ -61,7 +61,7 @@ def send(config, command, timeout_s=900.0, out=None, until_settled=True):
         while time.monotonic() < deadline:
             if states and states[-1]["state"] != shown:
                 shown = states[-1]["state"]
-                detail = states[-1].get("percent") if shown == "downloading" else states[-1].get("message")
+                detail = states[-1].get({"downloading": "percent", "building": "elapsed_s"}.get(shown, "message"))
                 out.write("%s%s\n" % (shown, " %s" % detail if detail not in (None, "") else ""))
                 out.flush()
             final = [r for r in replies if r["status"] != "accepted"]
@@ -79,7 +79,7 @@ def send(config, command, timeout_s=900.0, out=None, until_settled=True):
         client.disconnect()
 
 
-def install_command(source, sha256=None, size=None, allow_downgrade=False):
+def install_command(source, sha256=None, size=None, allow_downgrade=False, slot=None):
     """The install command for a URL or a local file (sent as file:///..., checked by size and sha256)."""
     if source.lower().startswith(("http://", "https://")):
         command = {"action": "install", "url": source}
@@ -98,4 +98,6 @@ def install_command(source, sha256=None, size=None, allow_downgrade=False):
         command["size"] = size
     if allow_downgrade:
         command["allow_downgrade"] = True
+    if slot:
+        command["slot"] = slot
     return command

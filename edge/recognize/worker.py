@@ -1,6 +1,7 @@
 """The recognizer worker: one thread that batches crops across cameras (up to max_batch, waiting at most
 max_wait_ms once it holds one), runs LPRNet, and hands each read to the tracker; finished tracks become
-events committed to the outbox. It owns the recognizer, the tracker and its outbox connection."""
+events committed to the outbox. It owns the recognizers (one per model slot a camera uses), the tracker
+and its outbox connection. The crops of one gather are split by slot: a batch never mixes models."""
 import collections
 import logging
 import threading
@@ -11,15 +12,18 @@ from edge.track import PlateRead
 
 log = logging.getLogger("edge.recognize")
 
+DEFAULT_SLOT = "default"
 IDLE_POLL_S = 0.2
 RECENT_READS = 50  # per camera, for /reads
 
 
 class RecognizerWorker(threading.Thread):
-    def __init__(self, recognizer, mailbox, tracker, emit, stop_event, max_batch, max_wait_ms, metrics=None,
-                 tick=None, recent_reads=RECENT_READS):
+    def __init__(self, recognizers, mailbox, tracker, emit, stop_event, max_batch, max_wait_ms, metrics=None,
+                 tick=None, recent_reads=RECENT_READS, slot_of=None):
         threading.Thread.__init__(self, name="recognizer", daemon=True)
-        self.recognizer = recognizer
+        # slot -> Recognizer; a single recognizer is the default slot's (every camera reads with it)
+        self.recognizers = dict(recognizers) if isinstance(recognizers, dict) else {DEFAULT_SLOT: recognizers}
+        self.slot_of = dict(slot_of or {})  # camera id -> slot; cameras not named read with the default slot
         self.mailbox = mailbox
         self.tracker = tracker
         self.emit = emit  # callable(track) -> commits the event; runs in this thread
@@ -37,28 +41,37 @@ class RecognizerWorker(threading.Thread):
         self.wedge = False  # test hook (LPR_EDGE_TEST_WEDGE=recognizer): hang inside a batch
         # camera -> its last reads, in memory only (personal data: events.recent_reads bounds it)
         self.recent = collections.defaultdict(lambda: collections.deque(maxlen=recent_reads))
-        self._next_recognizer = None  # (recognizer, on_swap, done event): taken between two batches
+        self._swaps = {}  # slot -> (recognizer, on_swap, done event): taken between two batches
+        self._swaps_lock = threading.Lock()  # the OTA thread adds, this thread takes
         self.edge_streak = {}  # camera -> (first, last wall time, count) of at_edge reads with none kept since
 
-    def swap_recognizer(self, recognizer, on_swap=None):
-        """Hand over a loaded recognizer (a model update, a rollback). The worker takes it between two
-        batches, so no queued frame goes unread and no batch mixes models; `on_swap(old, new)` runs in
-        this thread at that moment. Returns an Event set once the new recognizer serves."""
+    @property
+    def recognizer(self):
+        """The default slot's recognizer (else the only one): what single-model callers mean."""
+        return self.recognizers.get(DEFAULT_SLOT) or next(iter(self.recognizers.values()))
+
+    def slot_for(self, camera_id):
+        return self.slot_of.get(camera_id, DEFAULT_SLOT)
+
+    def swap_recognizer(self, slot, recognizer, on_swap=None):
+        """Hand over a loaded recognizer for one slot (a model update, a rollback). The worker takes it
+        between two batches, so no queued frame goes unread and no batch mixes models; `on_swap(old, new)`
+        runs in this thread at that moment. Returns an Event set once the new recognizer serves."""
         done = threading.Event()
-        self._next_recognizer = (recognizer, on_swap, done)
+        with self._swaps_lock:
+            self._swaps[slot] = (recognizer, on_swap, done)
         return done
 
-    def _take_swap(self):
-        pending, self._next_recognizer = self._next_recognizer, None
-        if pending is None:
-            return
-        recognizer, on_swap, done = pending
-        old, self.recognizer = self.recognizer, recognizer
-        try:
-            if on_swap is not None:
-                on_swap(old, recognizer)
-        finally:
-            done.set()
+    def _take_swaps(self):
+        with self._swaps_lock:
+            pending, self._swaps = self._swaps, {}
+        for slot, (recognizer, on_swap, done) in pending.items():
+            old, self.recognizers[slot] = self.recognizers.get(slot), recognizer
+            try:
+                if on_swap is not None:
+                    on_swap(old, recognizer)
+            finally:
+                done.set()
 
     def run(self):
         try:
@@ -92,8 +105,8 @@ class RecognizerWorker(threading.Thread):
         return sum(len(i.crops) for i in items if isinstance(i, FrameCrops))
 
     def step(self):
-        if self._next_recognizer is not None:
-            self._take_swap()
+        if self._swaps:
+            self._take_swaps()
         items = self._gather()
         frames = [i for i in items if isinstance(i, FrameCrops)]
         if frames:
@@ -109,12 +122,19 @@ class RecognizerWorker(threading.Thread):
             self.tick()
 
     def process(self, frames):
-        flat = [(frame, crop) for frame in frames for crop in frame.crops]
+        """Read the frames' crops, one batch per model slot (in the order the slots first appear)."""
+        by_slot = collections.OrderedDict()
+        for frame in frames:
+            by_slot.setdefault(self.slot_for(frame.camera_id), []).extend((frame, crop) for crop in frame.crops)
+        for slot, flat in by_slot.items():
+            self._read(self.recognizers[slot], flat)
+
+    def _read(self, recognizer, flat):
         self.busy_since = start = time.monotonic()
         try:
             while self.wedge and not self.stop_event.is_set():
                 time.sleep(0.05)
-            reads = self.recognizer.read([crop.image for _, crop in flat])
+            reads = recognizer.read([crop.image for _, crop in flat])
         finally:
             self.busy_since = None
         if self.metrics is not None:

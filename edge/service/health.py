@@ -71,6 +71,19 @@ def _detector(app, worker):
         worker.frames_detected, worker.plates_detected, worker.plates_kept))
 
 
+def _recognizer_problem(app):
+    """What degrades a model slot's recognizer (named by slot where there are several), or None."""
+    for slot, recognizer in app.recognizers.items():
+        which = "" if len(app.recognizers) == 1 else "slot %s: " % slot
+        if recognizer.invalid_ids:
+            return "%s%d class ids beyond the characters list: wrong list for this model?" % (
+                which, recognizer.invalid_ids)
+        if getattr(recognizer.backend, "fallback_reason", None):  # [trt] tensorrt asked for, another backend runs
+            return "%srunning on %s, not tensorrt: %s" % (which, recognizer.backend.name,
+                                                          recognizer.backend.fallback_reason)
+    return None
+
+
 def check_app(app, stage_deadline_s, now=None):
     """[Component] for every stage of a running App."""
     now = time.monotonic() if now is None else now
@@ -84,12 +97,8 @@ def check_app(app, stage_deadline_s, now=None):
     wedged = _wedged("recognizer", worker, stage_deadline_s, now)
     if wedged is not None:
         out.append(wedged)
-    elif app.recognizer.invalid_ids:
-        out.append(Component("recognizer", DEGRADED, "%d class ids beyond the characters list: wrong list for "
-                             "this model?" % app.recognizer.invalid_ids))
-    elif getattr(app.recognizer.backend, "fallback_reason", None):  # [trt] tensorrt asked for, another backend runs
-        out.append(Component("recognizer", DEGRADED, "running on %s, not tensorrt: %s"
-                             % (app.recognizer.backend.name, app.recognizer.backend.fallback_reason)))
+    elif _recognizer_problem(app):
+        out.append(Component("recognizer", DEGRADED, _recognizer_problem(app)))
     else:
         out.append(Component("recognizer", OK, "%d crops in %d batches" % (worker.crops_read, worker.batches)))
     pub = app.publisher

@@ -62,8 +62,8 @@ class _AppCollector:
                                      "Reads that did not fit the model's plate format: re-decoded to fit (refit), or "
                                      "kept as read (miss): the model has no class_probs output, or no path of its timesteps fits",
                                      labels=["result"])
-        refits.add_metric(["refit"], app.recognizer.format_refits)
-        refits.add_metric(["miss"], app.recognizer.format_misses)
+        refits.add_metric(["refit"], sum(r.format_refits for r in app.recognizers.values()))  # every model slot
+        refits.add_metric(["miss"], sum(r.format_misses for r in app.recognizers.values()))
         yield refits
         short = CounterMetricFamily("lpr_edge_tracks_too_short", "Tracks that ended with fewer than min_reads reads")
         short.add_metric([], tracker.dropped_tracks)
