@@ -123,8 +123,8 @@ def _largest_batch(args):
     return min(256, max(sizes))
 
 
-def _add_recognizer_args(p):
-    p.add_argument("--model", required=True, help="ONNX model")
+def _add_recognizer_args(p, model_required=True):
+    p.add_argument("--model", required=model_required, help="ONNX model")
     p.add_argument("--characters", help="characters list (default: found beside the model)")
     p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
                    help="tensorrt builds (or reuses) an engine in --engine-dir; ONNX Runtime where it cannot")
@@ -203,6 +203,11 @@ def cmd_bench(args):
     from edge.bench import add_flops, bench, count_macs, reference_gflops
     from edge.recognize.model import ModelError
 
+    if args.what == "pipeline":
+        return cmd_bench_pipeline(args)
+    if not args.model:
+        print("error: bench %s needs --model M.onnx" % args.what, file=sys.stderr)
+        return EXIT_CONFIG
     if args.what == "detector":
         from edge.detect.commands import bench_detector_command
 
@@ -239,6 +244,48 @@ def cmd_bench(args):
     if args.json:
         print(json.dumps({"model": info.name, "sha256": info.sha256, "backend": recognizer.backend.name,
                           "macs": macs, "reference_gflops": reference, "rows": rows}))
+    return EXIT_OK
+
+
+def cmd_bench_pipeline(args):
+    import os
+
+    from edge.bench_pipeline import run
+    from edge.config import ConfigError
+    from edge.config.yamlload import load_yaml_text
+    from edge.recognize.model import ModelError
+
+    if not args.config:
+        print("error: bench pipeline needs --config FILE (its first camera is copied --cameras times)", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.seconds == 3.0:  # the per-batch default of bench model: a pipeline needs longer
+        args.seconds = 30.0
+    if args.seconds < 5 or args.cameras < 1:
+        print("error: bench pipeline needs --seconds of at least 5 and --cameras of at least 1", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        with open(args.config) as f:
+            data = load_yaml_text(f.read(), args.config)
+        result = run(data, args.config, os.path.dirname(os.path.abspath(args.config)), args.cameras, args.seconds,
+                     args.detect_fps)
+    except (ConfigError, ModelError, IOError, OSError) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return EXIT_CONFIG
+    lat = result["event_latency_ms"]
+    print("pipeline: %d camera(s) in mode %s for %.0f s" % (result["cameras"], result["mode"], result["seconds"]))
+    print("frames/s per camera: %s; dropped/s: %s" % (
+        ", ".join("%s %.1f" % kv for kv in sorted(result["frames_per_s"].items())),
+        ", ".join("%s %.1f" % kv for kv in sorted(result["dropped_per_s"].items()))))
+    if result["detections_per_s"] is not None:
+        print("detector: %.1f frames/s over all cameras, busy %.0f%% of the time" % (
+            result["detections_per_s"], 100 * result["busy"]["detector"]))
+    print("recognizer busy %.0f%% of the time; %d events, latency to arrival p50 %s ms, p99 %s ms" % (
+        100 * result["busy"]["recognizer"], result["events"], lat["p50"], lat["p99"]))
+    print("process: CPU %.0f%% of one core (%.0f%% of the machine), RSS %.0f MB at start, %.0f MB most" % (
+        result["cpu_percent_of_one_core"], result["cpu_percent_of_machine"], result["rss_mb"]["start"],
+        result["rss_mb"]["max"]))
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
     return EXIT_OK
 
 
@@ -347,11 +394,15 @@ def build_parser():
                                    "counted from its ONNX graph and the FLOP/s it reaches beside what the same "
                                    "runtime reaches on a plain matrix product and 3x3 convolution, all in one run: "
                                    "compare the figures as ratios.")
-    p.add_argument("what", nargs="?", default="model", choices=("model", "detector"),
-                   help="what to measure: model (the recognizer, default) or detector (--model is then a detector)")
-    _add_recognizer_args(p)
+    p.add_argument("what", nargs="?", default="model", choices=("model", "detector", "pipeline"),
+                   help="what to measure: model (the recognizer, default), detector (--model is then a detector) "
+                        "or pipeline (the daemon on --config with --cameras copies of its first camera)")
+    _add_recognizer_args(p, model_required=False)
     p.add_argument("--batch", default="1,4,16,64", help="batch sizes, comma-separated (bench detector: 1,8)")
     p.add_argument("--frame", default="1280x720", help="bench detector: the frame size WxH fed to it")
+    p.add_argument("--config", help="bench pipeline: the daemon config (its broker must be running)")
+    p.add_argument("--cameras", type=int, default=4, help="bench pipeline: copies of the config's first camera")
+    p.add_argument("--detect-fps", type=float, help="bench pipeline: detect_fps of each copy (mode detect)")
     p.add_argument("--seconds", type=float, default=3.0, help="seconds per batch size")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
     p.set_defaults(func=cmd_bench)

@@ -103,3 +103,33 @@ def test_bench_detector_rows_per_batch(tmp_path):
     bad = run_cli("bench", "detector", "--model", os.path.join(ROOT, "models", "us_lprnet_baseline10_mid.onnx"),
                   "--seconds", "0.2")
     assert bad.returncode == 2 and "fits no detector contract" in bad.stderr
+
+
+def test_bench_pipeline_runs_the_daemon_with_copies_of_a_camera(broker, tmp_path):
+    from test_daemon import demo_config
+
+    config = demo_config(tmp_path, broker.port)
+    result = run_cli("bench", "pipeline", "--config", config, "--cameras", "2", "--seconds", "8", "--json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(out["frames_per_s"]) == ["gate1", "gate2"] and out["mode"] == "roi"
+    assert all(5 < fps <= 10.5 for fps in out["frames_per_s"].values()), out  # the sample plays at 10 frames/s
+    assert out["events"] >= 1 and out["event_latency_ms"]["count"] >= 1 and out["event_latency_ms"]["p50"] > 0
+    assert out["cpu_percent_of_one_core"] > 0 and out["rss_mb"]["max"] >= out["rss_mb"]["start"] > 20
+    assert 0 < out["busy"]["recognizer"] <= 1 and out["busy"]["detector"] is None
+    assert not os.path.exists(str(tmp_path / "state" / "outbox.sqlite3"))  # the bench kept off the config's state
+
+
+def test_bench_pipeline_in_mode_detect(broker, tmp_path):
+    from detector_models import detectnet_model
+    from test_detect import SAMPLE_PLATE_NET, _detect_config
+
+    config = _detect_config(tmp_path, broker.port, detectnet_model(tmp_path / "det.onnx", [SAMPLE_PLATE_NET]))
+    result = run_cli("bench", "pipeline", "--config", config, "--cameras", "2", "--detect-fps", "5", "--seconds", "8",
+                     "--json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["mode"] == "detect" and 6 <= out["detections_per_s"] <= 10.5, out  # 2 cameras x 5 a second
+    assert 0 < out["busy"]["detector"] <= 1
+    missing = run_cli("bench", "pipeline", "--seconds", "8")
+    assert missing.returncode == 2 and "needs --config" in missing.stderr

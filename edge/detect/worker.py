@@ -28,6 +28,7 @@ class DetectorWorker(threading.Thread):
         self.plates_detected = 0  # boxes the detector gave
         self.plates_kept = 0  # boxes that counted (zones, masks, size) and went to the recognizer
         self.batches = 0
+        self.infer_seconds = 0.0  # wall time inside the detector (preprocess, model, decode)
         self.last_progress = time.monotonic()
         self.busy_since = None
         self.error = None
@@ -60,6 +61,7 @@ class DetectorWorker(threading.Thread):
             boxes = self.detector.detect([f.image for f in frames])
         finally:
             self.busy_since = None
+        self.infer_seconds += time.monotonic() - start
         self.batches += 1
         self.frames_detected += len(frames)
         for frame, found in zip(frames, boxes):

@@ -43,6 +43,7 @@ class RecognizerWorker(threading.Thread):
         self.recent = collections.defaultdict(lambda: collections.deque(maxlen=recent_reads))
         self._swaps = {}  # slot -> (recognizer, on_swap, done event): taken between two batches
         self._swaps_lock = threading.Lock()  # the OTA thread adds, this thread takes
+        self.infer_seconds = 0.0  # wall time inside the recognizer (preprocess, model, decode): `bench pipeline`
         self.edge_streak = {}  # camera -> (first, last wall time, count) of at_edge reads with none kept since
 
     @property
@@ -137,6 +138,7 @@ class RecognizerWorker(threading.Thread):
             reads = recognizer.read([crop.image for _, crop in flat])
         finally:
             self.busy_since = None
+        self.infer_seconds += time.monotonic() - start
         if self.metrics is not None:
             self.metrics.observe_batch(len(flat), time.monotonic() - start)
         self.batches += 1
