@@ -78,18 +78,31 @@ def cmd_check_config(args):
     config = _load_config_or_exit(args.config_option or args.config, bind_health=not args.skip_port)
     if config is None:
         return EXIT_CONFIG
-    try:
-        info = load_model_info(config.model.path, config.model.characters, config.model.name, config.model.version)
-        plate_format = plate_format_for(info, config.model.plate_format)
-        if not args.skip_model:
-            create_backend(config.recognizer.backend, info, config.recognizer).close()
-    except ModelError as exc:
-        print("config error:\n  model: %s" % exc, file=sys.stderr)
-        return EXIT_CONFIG
     summary = config.as_dict()  # every effective setting, defaults and the device profile merged in
-    summary["model"].update({"path": info.path, "name": info.name, "version": info.version,
-                             "characters": info.characters_path,
-                             "plate_format": plate_format.pattern if plate_format else None})
+    slots = [("model", config.model, summary["model"])]
+    slots += [("models.%s" % name, m, summary["models"][name]) for name, m in sorted(config.models.items())]
+    for key, model, shown in slots:  # every model slot, as the daemon would load it
+        try:
+            info = load_model_info(model.path, model.characters, model.name, model.version)
+            plate_format = plate_format_for(info, model.plate_format)
+            if not args.skip_model:
+                create_backend(config.recognizer.backend, info, config.recognizer).close()
+        except ModelError as exc:
+            print("config error:\n  %s: %s" % (key, exc), file=sys.stderr)
+            return EXIT_CONFIG
+        shown.update({"path": info.path, "name": info.name, "version": info.version,
+                      "characters": info.characters_path,
+                      "plate_format": plate_format.pattern if plate_format else None})
+    if config.detector is not None and not args.skip_model:
+        from edge.detect import Detector
+
+        try:
+            detector = Detector.load(config.detector.path, config.recognizer.backend)
+        except ModelError as exc:
+            print("config error:\n  detector: %s" % exc, file=sys.stderr)
+            return EXIT_CONFIG
+        summary["detector"].update(contract=detector.kind, input=list(detector.input_size), sha256=detector.sha256)
+        detector.close()
     for camera, shown in zip(config.cameras, summary["cameras"]):
         shown["source"] = redact(camera.source)
         shown["decode"] = describe_decode(camera)

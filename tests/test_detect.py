@@ -378,3 +378,15 @@ def test_snapshot_draws_zones_masks_and_detected_boxes():
 
     assert has(ZONE_COLOUR, 275, 630) and has(MASK_COLOUR, 55, 630) and not has(ZONE_COLOUR, 55, 630)
     assert has(BOX_COLOUR, 240, 100) and has(BOX_COLOUR, 260, 180) and not has(BOX_COLOUR, 240, 130)
+
+
+def test_check_config_loads_the_detector(tmp_path):
+    good = _detect_config(tmp_path, 1883, detectnet_model(tmp_path / "det.onnx", [SAMPLE_PLATE_NET]))
+    result = run_cli("check-config", good, "--skip-port")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout[:result.stdout.rindex("}") + 1])
+    assert shown["detector"]["contract"] == "detectnet_v2" and shown["detector"]["input"] == [512, 288]
+    assert shown["cameras"][0]["mode"] == "detect" and shown["cameras"][0]["min_plate_px"] == 30
+    bad = _detect_config(tmp_path, 1883, other_model(tmp_path / "other.onnx"))
+    result = run_cli("check-config", bad, "--skip-port")
+    assert result.returncode == 2 and "detector:" in result.stderr and "fits no detector contract" in result.stderr
