@@ -390,3 +390,41 @@ def test_check_config_loads_the_detector(tmp_path):
     bad = _detect_config(tmp_path, 1883, other_model(tmp_path / "other.onnx"))
     result = run_cli("check-config", bad, "--skip-port")
     assert result.returncode == 2 and "detector:" in result.stderr and "fits no detector contract" in result.stderr
+
+
+@pytest.mark.parametrize("gen", ["8.2", "10"])
+def test_the_detector_runs_on_tensorrt_and_engines_build_builds_its_engine(tmp_path, monkeypatch, capsys, gen):
+    """On the recording fakes of TensorRT (they compute through ONNX Runtime): the same boxes as ONNX Runtime,
+    and `engines build` builds the detector's engine beside the recognizer's (tests/test_tensorrt_gpu.py is
+    where real hardware runs)."""
+    import shutil
+
+    import fake_tensorrt
+    from edge.cli import main
+    from edge.infer import InferOptions
+
+    model = detectnet_model(tmp_path / "det.onnx", [[100, 150, 180, 180]])
+    expected = Detector.load(model).detect([frame(1280, 720)])[0]
+    fake_tensorrt.install(monkeypatch, gen)
+    options = InferOptions(max_batch=4, engine_dir=str(tmp_path / "engines"))
+    detector = Detector.load(model, "tensorrt", options)
+    try:
+        assert detector.session.name == "tensorrt" and detector.session.fallback_reason is None
+        np.testing.assert_allclose(detector.detect([frame(1280, 720)])[0], expected, atol=1e-3)
+    finally:
+        detector.close()
+    recognizer = str(tmp_path / "us.onnx")  # a copy without the FP16 variant, which the fakes cannot run
+    shutil.copy(os.path.join(ROOT, "models", "us_lprnet_baseline10_mid.onnx"), recognizer)
+    config = _detect_config(tmp_path, 1883, model)
+    import yaml
+
+    with open(config) as f:
+        cfg = yaml.safe_load(f)
+    cfg["model"] = {"path": recognizer, "characters": os.path.join(ROOT, "models", "us_lp_characters.txt")}
+    cfg["recognizer"] = {"backend": "tensorrt", "engine_dir": str(tmp_path / "engines2")}
+    with open(config, "w") as f:
+        yaml.safe_dump(cfg, f)
+    assert main(["engines", "build", "--config", config]) == 0
+    out = capsys.readouterr().out
+    assert "model: built in" in out and "detector: built in" in out
+    assert len([n for n in os.listdir(str(tmp_path / "engines2")) if n.endswith(".engine")]) == 2

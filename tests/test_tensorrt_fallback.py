@@ -59,7 +59,7 @@ def test_check_config_and_engines_build_say_what_is_missing(tmp_path):
     assert "TensorRT does not import" in result.stderr
     result = run_cli("engines", "build", "--config", config)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: no TensorRT engine built: TensorRT does not import")
+    assert result.stderr.startswith("error: model: no TensorRT engine built: TensorRT does not import")
     result = run_cli("engines", "list", "--config", config)
     assert result.returncode == 0 and "no engines in %s" % (tmp_path / "state" / "engines") in result.stdout
     assert run_cli("engines", "build", "--config", str(tmp_path / "nope.yaml")).returncode == 2

@@ -124,8 +124,7 @@ def _cache_from_args(args):
 
 
 def cmd_engines_build(args):
-    from edge.infer.base import BackendUnavailable, ModelError
-    from edge.infer.tensorrt_backend import TensorRTSession
+    """The TensorRT engine of every model the config runs: each model slot, and the detector."""
     from edge.recognize.backends import infer_options
 
     config = _config_or_exit(args.config)
@@ -135,22 +134,38 @@ def cmd_engines_build(args):
         print("recognizer.backend is %s (profile %s): no TensorRT engine to build"
               % (config.recognizer.backend, config.device_profile))
         return EXIT_OK
-    if not os.path.isfile(config.model.path):
-        print("error: model: %s: no such model file" % config.model.path, file=sys.stderr)
+    models = [("model", config.model.path)] + [("models.%s" % n, m.path) for n, m in sorted(config.models.items())]
+    if config.detector is not None:  # the detector runs on the recognizer's backend: its engine too
+        options = infer_options(config.recognizer)
+        options.max_batch = config.detector.max_batch
+        models.append(("detector", config.detector.path))
+    for key, path in models:
+        code = _build_one(key, path, config, options if key == "detector" else infer_options(config.recognizer))
+        if code != EXIT_OK:
+            return code
+    return EXIT_OK
+
+
+def _build_one(key, path, config, options):
+    from edge.infer.base import BackendUnavailable, ModelError
+    from edge.infer.tensorrt_backend import TensorRTSession
+
+    if not os.path.isfile(path):
+        print("error: %s: %s: no such model file" % (key, path), file=sys.stderr)
         return EXIT_CONFIG
     try:
-        session = TensorRTSession(config.model.path, infer_options(config.recognizer))
+        session = TensorRTSession(path, options)
     except ModelError as exc:
-        print("error: model: %s" % exc, file=sys.stderr)
+        print("error: %s: %s" % (key, exc), file=sys.stderr)
         return EXIT_CONFIG
     except BackendUnavailable as exc:
-        print("error: no TensorRT engine built: %s" % exc, file=sys.stderr)
+        print("error: %s: no TensorRT engine built: %s" % (key, exc), file=sys.stderr)
         return EXIT_FAILURE
     record = session.record
     session.close()
-    path = session.cache.paths(record["parts"])[0]
-    print("%s %s (%s, batch %s, TensorRT %s, %s)" % (
-        "built in %.1f s:" % record["build_seconds"] if record["built"] else "already cached:", path,
+    engine = session.cache.paths(record["parts"])[0]
+    print("%s: %s %s (%s, batch %s, TensorRT %s, %s)" % (
+        key, "built in %.1f s:" % record["build_seconds"] if record["built"] else "already cached:", engine,
         record["parts"]["precision"], "/".join(str(b) for b in record["parts"]["batch_profile"]),
         record["parts"]["tensorrt"], record["parts"]["gpu"]))
     return EXIT_OK
