@@ -18,7 +18,8 @@ def shipped_default(kind):
         return None
     manifest, _ = read_manifest(folder)
     name = ((manifest or {}).get("default") or {}).get(kind)
-    entry = ((manifest or {}).get("models") or {}).get(name) if name else None
+    section = "detectors" if kind == "detector" else "models"
+    entry = ((manifest or {}).get(section) or {}).get(name) if name else None
     return os.path.join(folder, entry["file"]) if entry else None
 
 

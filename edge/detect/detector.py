@@ -38,7 +38,7 @@ class Detector:
 
     @classmethod
     def load(cls, path, backend="onnxruntime", options=None, threshold=0.3, nms_iou=0.3, name=None, version=None):
-        from edge.recognize.model import sha256_file
+        from edge.recognize.model import manifest_entry, sha256_file
 
         if not os.path.isfile(path):
             raise DetectorError("%s: no such detector model file" % path)
@@ -48,8 +48,16 @@ class Detector:
             raise DetectorError(str(exc))
         except Exception as exc:  # ONNX Runtime's own parse errors: a truncated or non-ONNX file
             raise DetectorError("%s: not a loadable ONNX model: %s" % (path, str(exc).splitlines()[0]))
+        sha256 = sha256_file(path)
+        entry, _ = manifest_entry(path, "detectors")
+        if entry is not None:  # a shipped detector: its name and version, and the file must be the one listed
+            if entry.get("sha256") and entry["sha256"] != sha256:
+                session.close()
+                raise DetectorError("%s: sha256 %s differs from its models/manifest.yaml entry (%s): a damaged or "
+                                    "replaced file" % (path, sha256[:12], entry["sha256"][:12]))
+            name, version = name or entry.get("name"), version or str(entry.get("version", "")) or None
         try:
-            return cls(path, session, threshold, nms_iou, name, version, sha256_file(path))
+            return cls(path, session, threshold, nms_iou, name, version, sha256)
         except Exception:
             session.close()
             raise

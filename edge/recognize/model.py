@@ -32,12 +32,13 @@ def read_manifest(folder):
             raise ModelError("%s: unreadable manifest: %s" % (path, exc))
 
 
-def manifest_entry(model_path):
+def manifest_entry(model_path, section="models"):
+    """The entry of models/manifest.yaml (section `models`: recognizers, `detectors`) naming this file."""
     folder, base = os.path.split(os.path.abspath(model_path))
     manifest, manifest_path = read_manifest(folder)
     if not manifest:
         return None, manifest_path
-    for name, entry in (manifest.get("models") or {}).items():
+    for name, entry in (manifest.get(section) or {}).items():
         if entry.get("file") == base:
             return dict(entry, name=entry.get("name", name)), manifest_path
     return None, manifest_path
