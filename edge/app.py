@@ -112,6 +112,7 @@ class App:
                                        max_batch, cfg.recognizer.max_wait_ms, self.metrics, tick=self._retry_commits,
                                        recent_reads=cfg.events.recent_reads,
                                        slot_of={c.id: c.model for c in cfg.cameras})
+        self.worker.upstream = self.detector_worker  # on stop it reads the detector's last crops too
         discovery = None
         if cfg.home_assistant.enabled:
             discovery = HomeAssistantDiscovery(

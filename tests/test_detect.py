@@ -428,3 +428,30 @@ def test_the_detector_runs_on_tensorrt_and_engines_build_builds_its_engine(tmp_p
     out = capsys.readouterr().out
     assert "model: built in" in out and "detector: built in" in out
     assert len([n for n in os.listdir(str(tmp_path / "engines2")) if n.endswith(".engine")]) == 2
+
+
+def test_sigterm_in_mode_detect_stops_within_5_s_and_loses_no_event(broker, subscriber, tmp_path):
+    import signal
+    import sqlite3
+    import time
+
+    from helpers import wait_for
+    from test_daemon import EVENTS, start_daemon
+
+    sub = subscriber(EVENTS)
+    config = _detect_config(tmp_path, broker.port, detectnet_model(tmp_path / "det.onnx", [SAMPLE_PLATE_NET]),
+                            **{"exit_when_sources_end": False, "cameras.0.loop": True, "cameras.0.pacing": "realtime"})
+    proc = start_daemon(config)
+    try:
+        assert wait_for(lambda: len(sub.events(EVENTS)) >= 2, 60)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+        assert time.monotonic() - start < 5.0 and proc.returncode == 0, err
+    finally:
+        proc.kill()
+        proc.wait()
+    committed = [line for line in err.splitlines() if " event " in line and "camera gate: plate" in line]
+    with sqlite3.connect(str(tmp_path / "state" / "outbox.sqlite3")) as db:
+        waiting = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    assert len(sub.events(EVENTS)) + waiting >= len(committed) > 0  # each committed event published or kept

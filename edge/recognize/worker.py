@@ -14,6 +14,7 @@ log = logging.getLogger("edge.recognize")
 
 DEFAULT_SLOT = "default"
 IDLE_POLL_S = 0.2
+UPSTREAM_DRAIN_S = 2.0  # on stop, how long to wait for the detector worker's last crops
 RECENT_READS = 50  # per camera, for /reads
 
 
@@ -43,6 +44,7 @@ class RecognizerWorker(threading.Thread):
         self.recent = collections.defaultdict(lambda: collections.deque(maxlen=recent_reads))
         self._swaps = {}  # slot -> (recognizer, on_swap, done event): taken between two batches
         self._swaps_lock = threading.Lock()  # the OTA thread adds, this thread takes
+        self.upstream = None  # the detector worker feeding the mailbox, if any (see drain)
         self.infer_seconds = 0.0  # wall time inside the recognizer (preprocess, model, decode): `bench pipeline`
         self.edge_streak = {}  # camera -> (first, last wall time, count) of at_edge reads with none kept since
 
@@ -172,7 +174,10 @@ class RecognizerWorker(threading.Thread):
             self.edge_streak[camera_id] = (first, wall_time, count + 1)
 
     def drain(self):
-        """On stop: read what is queued and close every open track, so nothing recognized is lost."""
+        """On stop: read what is queued and close every open track, so nothing recognized is lost. With a
+        detector upstream, wait for it to hand on what it still holds first (it drains too)."""
+        if self.upstream is not None and self.upstream.is_alive():
+            self.upstream.join(UPSTREAM_DRAIN_S)
         try:
             while True:
                 items = self.mailbox.take(self.max_batch, 0)
