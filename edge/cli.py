@@ -261,42 +261,35 @@ def cmd_bench(args):
 
 
 def cmd_bench_pipeline(args):
-    import os
-
-    from edge.bench_pipeline import run
+    from edge.bench_pipeline import BenchError, run
     from edge.config import ConfigError
-    from edge.config.yamlload import load_yaml_text
     from edge.recognize.model import ModelError
 
-    if not args.config:
-        print("error: bench pipeline needs --config FILE (its first camera is copied --cameras times)", file=sys.stderr)
-        return EXIT_CONFIG
     if args.seconds == 3.0:  # the per-batch default of bench model: a pipeline needs longer
-        args.seconds = 30.0
-    if args.seconds < 5 or args.cameras < 1:
-        print("error: bench pipeline needs --seconds of at least 5 and --cameras of at least 1", file=sys.stderr)
+        args.seconds = 20.0
+    try:
+        counts = [int(c) for c in args.cameras.split(",")]
+        if min(counts) < 1 or args.seconds < 5:
+            raise ValueError
+    except ValueError:
+        print("error: bench pipeline needs --cameras as counts of at least 1 (e.g. 1,4,8) and --seconds of at "
+              "least 5 (got %s, %g)" % (args.cameras, args.seconds), file=sys.stderr)
         return EXIT_CONFIG
     try:
-        with open(args.config) as f:
-            data = load_yaml_text(f.read(), args.config)
-        result = run(data, args.config, os.path.dirname(os.path.abspath(args.config)), args.cameras, args.seconds,
-                     args.detect_fps)
-    except (ConfigError, ModelError, IOError, OSError) as exc:
+        result = run(counts, args.seconds, args.mode, args.fps, args.config, args.detect_fps)
+    except (BenchError, ConfigError, ModelError, IOError, OSError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return EXIT_CONFIG
-    lat = result["event_latency_ms"]
-    print("pipeline: %d camera(s) in mode %s for %.0f s" % (result["cameras"], result["mode"], result["seconds"]))
-    print("frames/s per camera: %s; dropped/s: %s" % (
-        ", ".join("%s %.1f" % kv for kv in sorted(result["frames_per_s"].items())),
-        ", ".join("%s %.1f" % kv for kv in sorted(result["dropped_per_s"].items()))))
-    if result["detections_per_s"] is not None:
-        print("detector: %.1f frames/s over all cameras, busy %.0f%% of the time" % (
-            result["detections_per_s"], 100 * result["busy"]["detector"]))
-    print("recognizer busy %.0f%% of the time; %d events, latency to arrival p50 %s ms, p99 %s ms" % (
-        100 * result["busy"]["recognizer"], result["events"], lat["p50"], lat["p99"]))
-    print("process: CPU %.0f%% of one core (%.0f%% of the machine), RSS %.0f MB at start, %.0f MB most" % (
-        result["cpu_percent_of_one_core"], result["cpu_percent_of_machine"], result["rss_mb"]["start"],
-        result["rss_mb"]["max"]))
+    print("pipeline, mode %s%s, on %s (%d cores), %s" % (result["mode"], ", %g fps" % args.fps if args.fps else "",
+                                                         result["machine"]["cpu"], result["machine"]["cores"],
+                                                         result["date"]))
+    print("%7s %9s %8s %8s %7s %9s %9s %6s %7s %8s" % ("cameras", "fps/cam", "dropped", "det/s", "events",
+                                                      "p50 ms", "p99 ms", "CPU%", "RSS MB", "overhead"))
+    for r in result["runs"]:
+        print("%7d %9.1f %8d %8s %7d %9s %9s %6.0f %7.0f %8s" % (
+            r["cameras"], r["fps_per_camera"], r["frames_dropped"], _fmt(r["detections_per_s"]), r["events"],
+            _fmt(r["latency_ms_p50"]), _fmt(r["latency_ms_p99"]), r["cpu_percent"], r["rss_mb"],
+            _fmt(r["overhead"], "%.0f%%", 100)))
     if args.json:
         print(json.dumps(result, sort_keys=True))
     return EXIT_OK
@@ -413,9 +406,12 @@ def build_parser():
     _add_recognizer_args(p, model_required=False)
     p.add_argument("--batch", default="1,4,16,64", help="batch sizes, comma-separated (bench detector: 1,8)")
     p.add_argument("--frame", default="1280x720", help="bench detector: the frame size WxH fed to it")
-    p.add_argument("--config", help="bench pipeline: the daemon config (its broker must be running)")
-    p.add_argument("--cameras", type=int, default=4, help="bench pipeline: copies of the config's first camera")
-    p.add_argument("--detect-fps", type=float, help="bench pipeline: detect_fps of each copy (mode detect)")
+    p.add_argument("--cameras", default="1,4", help="bench pipeline: camera counts to run, comma-separated (1,4,8)")
+    p.add_argument("--mode", default="roi", choices=("roi", "detect"), help="bench pipeline: fixed ROIs or the detector")
+    p.add_argument("--fps", type=float, help="bench pipeline: each camera's frame rate (the sample re-timed by ffmpeg)")
+    p.add_argument("--detect-fps", type=float, help="bench pipeline: detect_fps of each camera (mode detect)")
+    p.add_argument("--config", help="bench pipeline: a daemon config whose first camera is copied, and whose broker is "
+                                    "used (default: the bundled sample and a private mosquitto)")
     p.add_argument("--seconds", type=float, default=3.0, help="seconds per batch size")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
     p.set_defaults(func=cmd_bench)

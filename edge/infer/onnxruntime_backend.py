@@ -1,6 +1,7 @@
 """ONNX Runtime backend: the embedded default on a machine without a GPU (CPU provider), on GPUs through
 onnxruntime-gpu's CUDA / TensorRT providers where they load, and the fallback of the tensorrt backend."""
 import logging
+import os
 
 import numpy as np
 
@@ -37,6 +38,15 @@ class OnnxRuntimeSession(Session):
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        if os.environ.get("LPR_EDGE_ORT_SPIN") != "1":
+            # ONNX Runtime's pool threads spin after each run by default, waiting for the next: right for a
+            # server at full load, wrong for a daemon reading a few crops ten times a second, where the spin
+            # burns the cores the cameras' decoding needs (bench pipeline: see the README's Benchmarks)
+            try:
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+            except Exception:  # an ONNX Runtime without session config entries: it spins, as before
+                pass
         try:
             self.session = ort.InferenceSession(path, options, providers=chosen)
         except Exception as exc:  # ORT raises its own exception types for a bad file
