@@ -37,7 +37,7 @@ $(VENV)/.setup: $(BIN)/python setup.cfg setup.py
 setup: system-deps $(VENV)/.setup
 
 $(VENV)/.setup-train: $(VENV)/.setup
-	$(BIN)/python -m pip install -q -e '.[opencv,onnx,dev,train]'
+	$(BIN)/python -m pip install -q -e '.[opencv,onnx,dev,train,bench]'
 	$(BIN)/python -m pip install -q --target $(PAHO16) 'paho-mqtt==1.6.1'
 	touch $@
 

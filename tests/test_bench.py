@@ -134,3 +134,26 @@ def test_bench_pipeline_in_mode_detect_with_a_config(broker, tmp_path):
     assert wrong.returncode == 2 and "mode detect, not roi" in wrong.stderr
     bad = run_cli("bench", "pipeline", "--cameras", "0", "--seconds", "6")
     assert bad.returncode == 2 and "--cameras" in bad.stderr
+
+
+def test_bench_report_plots_and_tables_from_results(tmp_path):
+    import subprocess
+    import sys
+
+    pytest = __import__("pytest")
+    pytest.importorskip("matplotlib")
+    rows = [{"batch": b, "plates_per_s": 100.0 + b, "latency_ms_p50": 9.0 * b, "latency_ms_p99": 10.0 * b,
+             "gflops": 80.0, "vs_conv3x3": 0.9} for b in (1, 8, 16)]
+    runs = [{"cameras": c, "fps_per_camera": 10.0, "frames_dropped": 0, "events": 3 * c, "latency_ms_p50": 40.0 + c,
+             "latency_ms_p99": 50.0 + c, "cpu_percent": 20.0 * c, "rss_mb": 150.0, "overhead": 0.3} for c in (1, 2, 4)]
+    results = {"model": {"rows": rows}, "pipeline": {"mode": "roi", "date": "2026-12-02", "runs": runs,
+                                                      "machine": {"cpu": "Test CPU", "cores": 2}}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_report.py"), "--out", str(tmp_path),
+                          "--from-json", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True)
+    assert out.returncode == 0, out.stderr
+    for name in ("throughput-batch.png", "pipeline-cameras.png"):
+        with open(str(tmp_path / name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "Test CPU (2 cores)" in out.stdout and "| 4 | 10.0 | 0 | 12 | 44.0 | 54.0 | 80 | 150 | 30% |" in out.stdout
