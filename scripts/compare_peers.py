@@ -8,14 +8,14 @@
     HyperLPR 0.0.2's Chinese recognizer (Caffe through OpenCV's cv2.dnn): its segmentation-free recogniser
         on the crop. Its fine-mapping step is left out: it calls cv2.estimateRigidTransform, which OpenCV 4
         removed; and OpenCV 5 has no Caffe importer, so run this script with an OpenCV 4 (the Python 3.6
-        test venv has 4.6: .venv36/bin/python scripts/bench_peers.py)
+        test venv has 4.6: .venv36/bin/python scripts/compare_peers.py)
 
 on the evaluation split of ../shared/data/real (US: openalpr_seg_and_ocr; CH: lprnet_pytorch_test), the ids
 in configs/training/splits/*_eval.txt. Prints a markdown table; --json writes the figures.
 
     sudo apt-get install tesseract-ocr
     .venv/bin/pip install --no-deps --target state/peers hyperlpr==0.0.2   # --no-deps: it asks for opencv-python
-    .venv/bin/python scripts/bench_peers.py [--json docs/bench/peers.json]
+    .venv/bin/python scripts/compare_peers.py [--json docs/bench/peers.json]
 """
 import argparse
 import json
