@@ -33,8 +33,8 @@ timeout --signal=INT --kill-after=20 540 "$py" -m edge.training detect "${common
     --workers "$workers" --time-budget "$minutes" --epochs "${EPOCHS:-60}" --batch-size "${BATCH:-64}" \
     ${RESUME:+--resume} 2>&1 | tee "$out/train.log" || rc=$?
 [ -f "$out/best.pt" ] || { echo "error: no checkpoint written (rc $rc)" >&2; exit 1; }
-"$py" -m edge.training detect "${common[@]}" --checkpoint "$out/best.pt" --export "$out/lpr_edge_lpd_mid.onnx" \
-    2>&1 | tee "$out/export.log"
+"$py" -m edge.training detect "${common[@]}" --checkpoint "$out/best.pt" \
+    --export "$out/lpr_edge_lpd_mid.onnx" 2>&1 | tee "$out/export.log"
 "$py" -m edge.training detect "${common[@]}" --checkpoint "$out/best.pt" --evaluate val | tee "$out/val.json"
 cp "$out/history.json" "$out/history-final.json" 2>/dev/null || true
 echo "results in $out"

@@ -119,3 +119,16 @@ def test_tiny_training_resumes_and_exports_the_contract(tmp_path, capsys):
     batch = np.random.default_rng(0).random((3, 3, 64, 128), dtype=np.float32)
     cov, bbox = session.run({"input_1:0": batch}, list(contract.outputs))
     assert cov.shape == (3, 1, 4, 8) and bbox.shape == (3, 4, 4, 8) and 0 <= cov.min() and cov.max() <= 1
+
+
+@needs_data
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on a GPU machine)")
+def test_detector_trains_on_the_gpu_and_exports(tmp_path):
+    """On a CUDA machine: a few steps on the GPU with a data worker, the model back on the CPU, exported."""
+    path = tmp_path / "s.yaml"
+    path.write_text(TINY % (4, DATA, os.path.join(SPLITS, "detect_train.txt"), os.path.join(SPLITS, "detect_val.txt")))
+    out, onnx_path = str(tmp_path / "run"), str(tmp_path / "tiny.onnx")
+    assert train_main(["detect", "--spec", str(path), "--output-dir", out, "--device", "cuda", "--workers", "1",
+                       "--export", onnx_path]) == 0
+    assert json.load(open(os.path.join(out, "history.json")))[-1]["step"] == 4 and os.path.exists(onnx_path)

@@ -38,8 +38,8 @@ DETECT_SPEC_SCHEMA = {
             "type": "object", "additionalProperties": False,
             "properties": {
                 "batch_size": {"type": "integer", "minimum": 1},
-                "num_epochs": {"type": "integer", "minimum": 1, "description": "Epochs over the train split; "
-                                                                               "the learning-rate schedule spans them."},
+                "num_epochs": {"type": "integer", "minimum": 1,
+                               "description": "Epochs over the train split; the learning-rate schedule spans them."},
                 "crop_size": dict(_SIZE, description="[W, H] of the training crops, cut from the scene stretched "
                                                      "to input_size (fully convolutional: the same cells)."),
                 "learning_rate": {

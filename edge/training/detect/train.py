@@ -78,8 +78,11 @@ class TrainSet(object):
 
 def _worker_init(_):
     """Data workers leave SIGINT / SIGTERM to the trainer, which checkpoints and then shuts them down."""
+    import cv2
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    cv2.setNumThreads(1)  # one process per core already
 
 
 def epoch_items(n_scenes, batch, synthetic_fraction, epoch, seed):
@@ -131,8 +134,6 @@ class ValSet(object):
 
 
 def cv2_resize(img, w, h):
-    import cv2
-
     from edge.detect.contracts import stretch
 
     return stretch(img, w, h)[0] if img.shape[:2] != (h, w) else img
