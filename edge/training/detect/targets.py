@@ -90,7 +90,8 @@ def match(dets, gts, ignores, iou_threshold=0.5):
 
 def metrics(per_image, threshold, iou_threshold=0.5):
     """per_image: [(dets [K,5], gts [G,4], ignores [J,4])] -> recall, precision (at `threshold`) and AP at
-    the IoU threshold (all-point interpolated, VOC 2010+), over detections decoded at a lower threshold."""
+    the IoU threshold (all-point interpolated, VOC 2010+), over detections decoded at a lower threshold; and
+    best_f1: the point of the curve with the best F1 (its score threshold, recall, precision), to pick one."""
     rows, n_gt = [], 0
     for dets, gts, ignores in per_image:
         m, n = match(dets, gts, ignores, iou_threshold)
@@ -103,7 +104,7 @@ def metrics(per_image, threshold, iou_threshold=0.5):
     n_tp, n_det = int(tp[at].sum()), int(at.sum())
     recall = n_tp / float(n_gt) if n_gt else float("nan")
     precision = n_tp / float(n_det) if n_det else (1.0 if n_gt == 0 else 0.0)
-    ap = 0.0
+    ap, best = 0.0, {"f1": 0.0, "threshold": None, "recall": 0.0, "precision": 0.0}
     if n_gt and len(rows):
         ctp = np.cumsum(tp)
         rec = ctp / float(n_gt)
@@ -113,5 +114,9 @@ def metrics(per_image, threshold, iou_threshold=0.5):
         mpre = np.maximum.accumulate(mpre[::-1])[::-1]
         idx = np.nonzero(mrec[1:] != mrec[:-1])[0]
         ap = float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+        f1 = 2 * prec * rec / np.maximum(prec + rec, 1e-9)
+        k = int(np.argmax(f1))
+        best = {"f1": round(float(f1[k]), 4), "threshold": round(float(scores[k]), 4),
+                "recall": round(float(rec[k]), 4), "precision": round(float(prec[k]), 4)}
     return {"recall": recall, "precision": precision, "ap50": ap, "gt_boxes": n_gt, "detections": n_det,
-            "true_positives": n_tp}
+            "true_positives": n_tp, "best_f1": best}
