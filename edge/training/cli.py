@@ -1,4 +1,5 @@
-"""lpr-edge-train: train, fine-tune and export LPRNet models (needs the `train` extra: torch, onnx)."""
+"""lpr-edge-train: train, fine-tune and export LPRNet models, and train the plate detector (`detect`)
+(needs the `train` extra: torch, onnx)."""
 import argparse
 import json
 import logging
@@ -136,6 +137,93 @@ def _synth(args):
     return 0
 
 
+def _detect(args):
+    from edge.training.detect.spec import load_detect_spec
+    from edge.training.spec import SpecError
+
+    try:
+        spec = load_detect_spec(args.spec)
+    except SpecError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
+    if args.time_budget:
+        spec["training_config"]["time_budget_minutes"] = args.time_budget
+    if args.epochs:
+        spec["training_config"]["num_epochs"] = args.epochs
+    if args.batch_size:
+        spec["training_config"]["batch_size"] = args.batch_size
+    if args.data:
+        spec["dataset_config"]["path"] = args.data
+    name = spec.get("model_name", "lpr_edge_lpd")
+    out = args.output_dir or spec.get("output_dir") or os.path.join("runs", name)
+    from edge.training.detect.train import (ValSet, load_detector, load_split_scenes, train_detector,
+                                            validate)
+
+    try:
+        if args.evaluate:
+            model, _ = load_detector(args.checkpoint or os.path.join(out, "best.pt"))
+            scenes = load_split_scenes(spec, args.evaluate)
+            result = validate(model, ValSet(scenes, model.config, spec.get("eval_config", {}).get(
+                "min_box_px", [8, 4])), spec, __import__("torch").device("cpu"))
+            print(json.dumps(dict(result, split=args.evaluate)))
+            return 0
+        if args.checkpoint:
+            model, _ = load_detector(args.checkpoint)
+        else:
+            model, _ = train_detector(spec, out, resume=args.resume, device=args.device, workers=args.workers)
+            model, _ = load_detector(os.path.join(out, "best.pt")) if os.path.exists(
+                os.path.join(out, "best.pt")) else (model, None)
+    except DatasetError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 2
+    if args.export:
+        return _export_detector(spec, model, args.export, name)
+    return 0
+
+
+def _export_detector(spec, model, export, name):
+    """ONNX of `model` (the best-val checkpoint after training) at `export`, checked against PyTorch."""
+    import numpy as np
+
+    from edge.training.detect.export import check_export, export_onnx
+    from edge.training.detect.train import ValSet, load_split_scenes
+
+    path = os.path.join(export, name + ".onnx") if os.path.isdir(export) else export
+    staged = export_onnx(model, path + ".unchecked")
+    try:
+        scenes = load_split_scenes(spec, "val", 8)
+        images = ValSet(scenes, model.config, [8, 4]).images
+    except DatasetError:
+        images = np.random.default_rng(0).integers(0, 256, (4, model.config.input_height,
+                                                            model.config.input_width, 3)).astype(np.uint8)
+    diff, problems, n_boxes = check_export(model, staged, images)
+    print("ONNX Runtime against PyTorch on %d images: max abs difference %.2e; %d boxes decoded by "
+          "edge.detect.contracts, %s" % (len(images), diff, n_boxes, "the same" if not problems else problems))
+    if problems or diff > 1e-3:
+        print("error: %s: ONNX Runtime and PyTorch differ; left as %s" % (path, staged), file=sys.stderr)
+        return 1
+    os.replace(staged, path)
+    from edge.bench import count_macs
+
+    macs = count_macs(path)
+    from edge.recognize.model import sha256_file
+
+    print("exported %s (sha256 %s), %.3f GMAC per frame at %dx%d" % (
+        path, sha256_file(path), macs["total"] / 1e9 if macs else float("nan"), model.config.input_width,
+        model.config.input_height))
+    return 0
+
+
+def _detect_split(args):
+    from edge.training.detect.data import make_split, write_split
+
+    split = make_split(args.data)
+    for path in write_split(split, args.out):
+        print("wrote %s" % path)
+    print(", ".join("%s %d" % (k, len(v)) for k, v in split.items()))
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="lpr-edge-train", description=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -163,6 +251,27 @@ def build_parser():
     p.add_argument("--golden", help="package: golden set folder (image/, label/)")
     p.add_argument("--min-accuracy", type=float, help="package: golden-set accuracy devices must reach")
     p.set_defaults(func=_export)
+    p = sub.add_parser("detect", help="train the plate detector (DetectNet_v2 contract) from a detect spec YAML")
+    p.add_argument("--spec", required=True, help="detect spec YAML (configs/training/detect_*.yaml)")
+    p.add_argument("--output-dir", help="checkpoints and history.json (default: spec output_dir)")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                   help="train on a CUDA GPU or the CPU (default: the spec's training_config.device, else auto)")
+    p.add_argument("--workers", type=int, help="data-loading processes (default: the spec's, else 0)")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="stop (checkpoint, validate) after this many minutes (overrides the spec's)")
+    p.add_argument("--epochs", type=int, help="epochs the schedule spans (overrides the spec's num_epochs)")
+    p.add_argument("--batch-size", type=int, help="overrides the spec's batch_size")
+    p.add_argument("--data", help="scene root (overrides the spec's dataset_config.path)")
+    p.add_argument("--export", metavar="OUT.onnx", help="export the best-val checkpoint to ONNX (or a folder)")
+    p.add_argument("--checkpoint", help="with --export or --evaluate: this checkpoint, no training")
+    p.add_argument("--evaluate", choices=("val", "eval"),
+                   help="no training: recall, precision and AP@0.5 of --checkpoint (default best.pt) on a split")
+    p.set_defaults(func=_detect)
+    p = sub.add_parser("detect-split", help="write the detector's grouped train/val/eval split lists")
+    p.add_argument("--data", default="../shared/data/detect", help="root of <source>/{images,labels,manifest.tsv}")
+    p.add_argument("--out", default="configs/training/splits", help="folder for detect_{train,val,eval}.txt")
+    p.set_defaults(func=_detect_split)
     p = sub.add_parser("synth", help="write synthetic plates as a dataset folder (image/, label/)")
     p.add_argument("--region", choices=("us", "ch"), required=True)
     p.add_argument("--count", type=int, default=100)
