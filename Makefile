@@ -3,9 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# DEMO=loop plays the sample again and again (to watch events from another shell); the default plays it once.
+# DEMO=loop plays the sample again and again (to watch events from another shell); DEMO=drive reads cars
+# driving through a wide view with the plate detector (configs/demo-drive.yaml); the default plays the gate sample once.
 DEMO ?= once
-CONFIG ?= $(if $(filter loop,$(DEMO)),configs/demo-loop.yaml,configs/demo.yaml)
+CONFIG ?= $(if $(filter loop,$(DEMO)),configs/demo-loop.yaml,$(if $(filter drive,$(DEMO)),configs/demo-drive.yaml,configs/demo.yaml))
 # paho-mqtt 1.6 lives beside the venv so tests can prove the 1.x API still works.
 PAHO16 := $(VENV)/paho16
 # Python 3.6 (JetPack 4.6): where an interpreter exists, the device code's tests also run on it.
@@ -15,7 +16,8 @@ VENV36 := .venv36
 .PHONY: demo-deps help setup setup-train system-deps run test lint vermin sample train-us train-ch finetune-us finetune-ch evaluate install uninstall clean test-py36 selftest
 
 help:
-	@echo "make run         set up, start a local broker if needed, run the demo (configs/demo.yaml); DEMO=loop repeats it"
+	@echo "make run         set up, start a local broker if needed, run the demo (configs/demo.yaml); DEMO=loop repeats it,"
+	@echo "                 DEMO=drive reads cars driving through a wide view with the plate detector"
 	@echo "make test        set up and run the whole test suite"
 	@echo "make train-us    pretrain the US model on synthetic plates (a GPU when torch sees one; ~4 h on 2 CPU cores)"
 	@echo "make train-ch    pretrain the CH model on synthetic plates (a GPU when torch sees one; ~4 h on 2 CPU cores)"

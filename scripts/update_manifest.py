@@ -141,8 +141,9 @@ def main():
 
 def write(path, manifest):
     with io.open(path + ".part", "w", encoding="utf-8") as f:
-        f.write("# Shipped LPRNet models. Written by scripts/update_manifest.py; accuracy measured by the command\n"
-                "# given with it. A model whose sha256 differs from its entry is refused at load.\n")
+        f.write("# Shipped models (LPRNet recognizers; plate detectors under detectors:, kept as they are here).\n"
+                "# Written by scripts/update_manifest.py; accuracy measured by the command given with it. A model\n"
+                "# whose sha256 differs from its entry is refused at load.\n")
         yaml.safe_dump(manifest, f, allow_unicode=True, sort_keys=False, width=110)
     os.replace(path + ".part", path)
 

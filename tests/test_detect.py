@@ -455,3 +455,47 @@ def test_sigterm_in_mode_detect_stops_within_5_s_and_loses_no_event(broker, subs
     with sqlite3.connect(str(tmp_path / "state" / "outbox.sqlite3")) as db:
         waiting = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
     assert len(sub.events(EVENTS)) + waiting >= len(committed) > 0  # each committed event published or kept
+
+
+def test_the_drive_through_demo_reads_every_car_once_with_the_shipped_detector(broker, subscriber, tmp_path):
+    """make run DEMO=drive: cars cross the view at different distances and angles without stopping; the shipped
+    detector finds each plate anywhere, and each car is one event with its plate."""
+    import yaml
+
+    from test_daemon import EVENTS, event_schema, start_daemon
+
+    with open(os.path.join(ROOT, "configs", "demo-drive.yaml")) as f:
+        cfg = yaml.safe_load(f)
+    cfg["model"]["path"] = os.path.join(ROOT, "models", "us_lprnet_baseline10_mid.onnx")
+    cfg["detector"]["path"] = os.path.join(ROOT, "models", "lpr_edge_lpd_mid.onnx")
+    cfg["cameras"][0]["source"] = os.path.join(ROOT, "samples", "drive_us.mp4")
+    cfg.update(state_dir=str(tmp_path / "state"), health={"port": 0})
+    cfg["mqtt"]["port"] = broker.port
+    path = tmp_path / "drive.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    sub = subscriber(EVENTS)
+    proc = start_daemon(str(path))
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    with open(os.path.join(ROOT, "samples", "drive_us.mp4.plates.txt")) as f:
+        plates = [line.strip() for line in f if line.strip()]
+    events = sub.events(EVENTS)
+    assert [e["plate"] for e in events] == plates, err
+    with open(os.path.join(ROOT, "samples", "drive_us.mp4.boxes.json")) as f:
+        truth = json.load(f)["frames"]
+    boxes = [b for frame_boxes in truth for b in frame_boxes]
+    for event in events:
+        jsonschema.validate(event, event_schema())
+        assert event["detection"]["model"]["name"] == "lpr_edge_lpd_mid" and event["detection"]["score"] >= 0.3
+        x, y, w, h = event["plate_box"]  # overlaps some frame's true box of a plate (IoU at least 0.5)
+        best = max(contracts.iou(np.array([x, y, x + w, y + h], np.float32), np.array([b], np.float32))[0]
+                   for b in boxes)
+        assert best >= 0.5, (event["plate"], event["plate_box"])
+
+
+def test_read_uses_the_shipped_detector_by_default(tmp_path):
+    frames = _sample_frames(tmp_path, [15])
+    result = run_cli("read", frames[0], "--json")
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stdout.strip())
+    assert line["plates"] and line["plates"][0]["plate"] == "1063403", line

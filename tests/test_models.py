@@ -20,8 +20,9 @@ def manifest():
 
 def test_manifest_matches_files_and_defaults():
     m = manifest()
-    assert set(m["default"]) == {"us", "ch"}
-    for region, name in m["default"].items():
+    assert set(m["default"]) == {"us", "ch", "detector"}
+    for region in ("us", "ch"):
+        name = m["default"][region]
         entry = m["models"][name]
         path = os.path.join(MODELS, entry["file"])
         assert entry["region"] == region and entry["sha256"] == sha256_file(path)
@@ -55,3 +56,16 @@ def test_shipped_models_load_with_the_contract():
         backend = create_backend("onnxruntime", info, RecognizerConfig())
         assert backend.input_name == "image_input" and backend.timesteps == 24
         assert len(info.characters) == (35 if entry["region"] == "us" else 67)
+
+
+def test_shipped_detector_matches_its_entry_and_contract():
+    from edge.detect import Detector
+
+    m = manifest()
+    entry = m["detectors"][m["default"]["detector"]]
+    path = os.path.join(MODELS, entry["file"])
+    assert entry["sha256"] == sha256_file(path) and entry["size_bytes"] == os.path.getsize(path)
+    assert "held out" in entry["accuracy"]["data"] and 0 < entry["accuracy"]["threshold_0.3"]["recall_iou50"] <= 1
+    detector = Detector.load(path)
+    assert detector.kind == "detectnet_v2" and detector.input_size == (512, 288)
+    assert detector.name == m["default"]["detector"] and detector.version == str(entry["version"])
