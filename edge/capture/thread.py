@@ -152,7 +152,8 @@ class CaptureThread(threading.Thread):
         if self.cropper is not None:
             return FrameCrops(self.camera.id, seq, ts, time.time(), self.cropper.crops(frame))
         period = 1.0 / self.camera.detect_fps if self.camera.detect_fps else 0.0
-        if period and self._last_detect_ts is not None and 0 <= ts - self._last_detect_ts < period:
+        # 5% slack: a 10 fps stream's frames come 0.1 s apart give or take rounding, and detect_fps 10 means all
+        if period and self._last_detect_ts is not None and 0 <= ts - self._last_detect_ts < period * 0.95:
             return None
         self._last_detect_ts = ts
         return FrameImage(self.camera.id, seq, ts, time.time(), frame)
