@@ -132,7 +132,8 @@ class SpecError(ValueError):
     pass
 
 
-def load_spec(path):
+def load_yaml_spec(path, schema):
+    """A training spec from YAML, checked against `schema`; SpecError naming the file and every problem."""
     try:
         with io.open(path, encoding="utf-8") as f:
             text = f.read()
@@ -142,13 +143,18 @@ def load_spec(path):
         spec = load_yaml_text(text, path)
     except (yaml.YAMLError, ValueError) as exc:
         raise SpecError("%s: %s" % (path, exc))
-    errors = sorted(jsonschema.Draft7Validator(SPEC_SCHEMA).iter_errors(spec), key=lambda e: list(e.path))
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(spec), key=lambda e: list(e.path))
     if errors:
         lines = []
         for err in errors:
             where = "/".join(str(p) for p in err.path) or "(top level)"
             lines.append("%s: %s: %s" % (path, where, err.message))
         raise SpecError("\n".join(lines))
+    return spec
+
+
+def load_spec(path):
+    spec = load_yaml_spec(path, SPEC_SCHEMA)
     lpr = spec["lpr_config"]
     if 4 * (2 * lpr.get("max_label_length", 8) + 1) > 96:
         raise SpecError("%s: lpr_config/max_label_length: %d needs more than 24 timesteps (4*(2L+1) > 96)"

@@ -1,12 +1,6 @@
 """The detector's training spec (configs/training/detect_*.yaml), checked against a JSON Schema: an unknown
 key or a wrong value is an error naming the file and the key."""
-import io
-
-import jsonschema
-import yaml
-
-from edge.config.yamlload import load_yaml_text
-from edge.training.spec import SpecError
+from edge.training.spec import SpecError, load_yaml_spec  # noqa: F401 (SpecError: callers catch it here)
 
 _NUM = {"type": "number"}
 _PROB = {"type": "number", "minimum": 0, "maximum": 1}
@@ -118,17 +112,4 @@ DETECT_SPEC_SCHEMA = {
 
 
 def load_detect_spec(path):
-    try:
-        with io.open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (IOError, OSError) as exc:
-        raise SpecError("%s: cannot read spec: %s" % (path, exc))
-    try:
-        spec = load_yaml_text(text, path)
-    except (yaml.YAMLError, ValueError) as exc:
-        raise SpecError("%s: %s" % (path, exc))
-    errors = sorted(jsonschema.Draft7Validator(DETECT_SPEC_SCHEMA).iter_errors(spec), key=lambda e: list(e.path))
-    if errors:
-        raise SpecError("\n".join("%s: %s: %s" % (path, "/".join(str(p) for p in e.path) or "(top level)",
-                                                  e.message) for e in errors))
-    return spec
+    return load_yaml_spec(path, DETECT_SPEC_SCHEMA)
