@@ -256,7 +256,7 @@ class App:
             "backend_fallback_reason": self.recognizer.backend.fallback_reason,  # [trt] why not tensorrt, or None
             "cameras": [{"id": c.camera.id, "state": c.state, "frames": c.frames, "reconnects": c.reconnects,
                          "fps": round(self.camera_fps.get(c.camera.id, 0.0), 1),
-                         "dropped_frames": self.mailbox.dropped[c.camera.id], "error": c.error}
+                         "dropped_frames": self.dropped_frames(c.camera.id), "error": c.error}
                         for c in self.captures],
             "events": self.events_committed,
             "events_dropped": self.events_dropped,
@@ -267,6 +267,13 @@ class App:
             "events_held": len(self.commits.held),
             "detector": self._detector_status(),
         }
+
+    def dropped_frames(self, camera_id):
+        """Frames a full queue dropped: the recognizer's, and for a detect camera the detector's too."""
+        dropped = self.mailbox.dropped[camera_id]
+        if self.detect_mailbox is not None:
+            dropped += self.detect_mailbox.dropped[camera_id]
+        return dropped
 
     def _detector_status(self):
         """Mode detect: the detector model and what it found (None without detect cameras)."""
@@ -363,6 +370,10 @@ class App:
             if not self.worker.is_alive() and self.worker.error:
                 log.error("recognizer worker died: %s", self.worker.error)
                 return 1
+            detector = self.detector_worker
+            if detector is not None and not detector.is_alive() and detector.error:
+                log.error("detector worker died: %s", detector.error)  # its cameras' ends would never come
+                return 1
             self.stop_event.wait(poll_s)
         return self._sources_exit_code()
 
@@ -392,8 +403,8 @@ class App:
             log.warning("publisher still busy at the stop deadline; unpublished events stay in the outbox")
         for recognizer in self.recognizers.values():
             recognizer.close()
-        if self.detector is not None:
-            self.detector.close()
+        if self.detector is not None and not (self.detector_worker and self.detector_worker.is_alive()):
+            self.detector.close()  # never under a thread still inside it (a slow drain: the process ends anyway)
         if self.http is not None:
             self.http.stop()
         self.notifier.close()

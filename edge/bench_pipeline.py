@@ -216,7 +216,8 @@ def run_once(data, source_name, base_dir, cameras, seconds, state_dir, source=No
 
 def _counters(app):
     det = app.detector_worker
-    return {"frames": {c.camera.id: c.frames for c in app.captures}, "dropped": dict(app.mailbox.dropped),
+    return {"frames": {c.camera.id: c.frames for c in app.captures},
+            "dropped": {c.camera.id: app.dropped_frames(c.camera.id) for c in app.captures},
             "crops": app.worker.crops_read, "batches": app.worker.batches, "events": app.events_committed,
             "det_frames": det.frames_detected if det is not None else 0, "det_batches": det.batches if det else 0}
 

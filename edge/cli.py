@@ -218,6 +218,8 @@ def cmd_bench(args):
 
     if args.what == "pipeline":
         return cmd_bench_pipeline(args)
+    if args.seconds is None:
+        args.seconds = 3.0
     if not args.model:
         print("error: bench %s needs --model M.onnx" % args.what, file=sys.stderr)
         return EXIT_CONFIG
@@ -265,7 +267,7 @@ def cmd_bench_pipeline(args):
     from edge.config import ConfigError
     from edge.recognize.model import ModelError
 
-    if args.seconds == 3.0:  # the per-batch default of bench model: a pipeline needs longer
+    if args.seconds is None:  # a pipeline needs longer than a batch size
         args.seconds = 20.0
     try:
         counts = [int(c) for c in args.cameras.split(",")]
@@ -412,7 +414,7 @@ def build_parser():
     p.add_argument("--detect-fps", type=float, help="bench pipeline: detect_fps of each camera (mode detect)")
     p.add_argument("--config", help="bench pipeline: a daemon config whose first camera is copied, and whose broker is "
                                     "used (default: the bundled sample and a private mosquitto)")
-    p.add_argument("--seconds", type=float, default=3.0, help="seconds per batch size")
+    p.add_argument("--seconds", type=float, help="seconds per batch size (3), or per camera count (bench pipeline: 20)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line at the end")
     p.set_defaults(func=cmd_bench)
 

@@ -23,13 +23,15 @@ class FrameMailbox:
             self._queues[camera_id] = collections.deque()
             self._limits[camera_id] = size
 
-    def put(self, camera_id, item, wait=False, stop_event=None):
-        """Queue `item`; returns False if a frame had to be dropped to make room."""
+    def put(self, camera_id, item, wait=False, stop_event=None, deadline=None):
+        """Queue `item`; returns False if a frame had to be dropped to make room. With `wait`, wait for room
+        until `stop_event` is set or the monotonic `deadline` passes."""
         with self._cond:
             queue = self._queues[camera_id]
             limit = self._limits[camera_id]
             if wait:
-                while len(queue) >= limit and not (stop_event is not None and stop_event.is_set()):
+                while len(queue) >= limit and not (stop_event is not None and stop_event.is_set()) and \
+                        (deadline is None or time.monotonic() < deadline):
                     self._cond.wait(0.1)
             dropped = False
             while len(queue) >= limit:

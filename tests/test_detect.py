@@ -499,3 +499,22 @@ def test_read_uses_the_shipped_detector_by_default(tmp_path):
     assert result.returncode == 0, result.stderr
     line = json.loads(result.stdout.strip())
     assert line["plates"] and line["plates"][0]["plate"] == "1063403", line
+
+
+def test_nan_and_padding_boxes_are_dropped_never_a_crash(tmp_path):
+    nan = float("nan")
+    # a good box, a NaN box, a box wholly in the letterbox's grey rows, an inverted box
+    rows = [[100, 250, 200, 290], [nan, 250, 200, 290], [100, 10, 200, 60], [300, 300, 250, 320]]
+    detector = Detector.load(yolo_e2e_model(tmp_path / "y.onnx", rows))
+    found = detector.detect([frame(1280, 720)])[0]
+    np.testing.assert_allclose(found[:, :4], [[200, 220, 400, 300]], atol=0.5)
+    edge = crop_box(frame(640, 360), [640, 360, 640, 360, 0.9])  # a box on the frame's far corner: still a crop
+    assert edge.image.shape == (48, 96, 3)
+
+
+def test_roi_ids_of_detect_and_crop_modes_are_reserved(tmp_path):
+    from test_daemon import demo_config
+
+    path = demo_config(tmp_path, 1883, **{"cameras.0.rois.0.id": "plate"})
+    result = run_cli("check-config", path, "--skip-port")
+    assert result.returncode == 2 and "ROI id 'plate' is reserved" in result.stderr

@@ -114,6 +114,9 @@ def _semantic_problems(data, base_dir):
         if cam.get("mode", "roi") == "roi" and not cam.get("rois"):
             problems.append("%s.rois: missing: mode 'roi' needs at least one ROI (or set mode: crop)" % where)
         roi_ids = [r["id"] for r in cam.get("rois", [])]
+        for reserved in sorted(set(roi_ids) & {"plate", "frame"}):  # the ids of detected plates and crop mode
+            problems.append("%s.rois: ROI id %r is reserved (mode detect's plates and mode crop's frames): name it "
+                            "otherwise" % (where, reserved))
         for dup in sorted(set(r for r in roi_ids if roi_ids.count(r) > 1)):
             problems.append("%s.rois: ROI id %r is used twice" % (where, dup))
         for j, roi in enumerate(cam.get("rois", [])):

@@ -122,9 +122,10 @@ def to_frame(boxes, transform, frame_w, frame_h):
     """Boxes [K,5] (x1,y1,x2,y2,score) in input pixels -> frame pixels, clipped to the frame."""
     sx, sy, dx, dy = transform
     out = np.array(boxes, np.float32).reshape(-1, 5)
+    out = out[np.isfinite(out).all(axis=1)]  # a model that says NaN or inf says nothing
     out[:, [0, 2]] = np.clip((out[:, [0, 2]] - dx) / sx, 0, frame_w)
     out[:, [1, 3]] = np.clip((out[:, [1, 3]] - dy) / sy, 0, frame_h)
-    return out
+    return out[(out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])]  # boxes left with an area (not all padding)
 
 
 # --- decoding ----------------------------------------------------------------------------------------------

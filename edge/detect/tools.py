@@ -46,7 +46,10 @@ def load_rgb(path):
         raise ImageError("%s: cannot read: %s" % (path, exc.strerror or exc))
     if size == 0:
         raise ImageError("%s: empty file" % path)
-    data = np.fromfile(path, np.uint8)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except (IOError, OSError) as exc:
+        raise ImageError("%s: cannot read: %s" % (path, exc.strerror or exc))
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise ImageError("%s: not a decodable image (%d bytes)" % (path, size))

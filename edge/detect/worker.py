@@ -12,6 +12,7 @@ from edge.capture import FrameCrops, FrameImage, SourceEnded
 log = logging.getLogger("edge.detect")
 
 IDLE_POLL_S = 0.2
+DRAIN_S = 2.0  # on stop: how long the last frames may take to reach the recognizer (it reads them meanwhile)
 
 
 class DetectorWorker(threading.Thread):
@@ -32,6 +33,7 @@ class DetectorWorker(threading.Thread):
         self.last_progress = time.monotonic()
         self.busy_since = None
         self.error = None
+        self._drain_deadline = None  # set while draining on stop: puts then wait for room until it
         self.last_boxes = {}  # camera id -> (wall time, boxes [K,5]) of its last detected frame, for /snapshot.jpg
 
     def run(self):
@@ -52,7 +54,7 @@ class DetectorWorker(threading.Thread):
             self.process(frames)
         for item in items:
             if isinstance(item, SourceEnded):  # after that camera's frames: the recognizer closes its tracks
-                self.outbox.put(item.camera_id, item, wait=True, stop_event=self.stop_event)
+                self._put(item.camera_id, item, True)
         return bool(items)
 
     def process(self, frames):
@@ -71,15 +73,24 @@ class DetectorWorker(threading.Thread):
             if not crops:
                 continue
             self.plates_kept += len(crops)
-            self.outbox.put(frame.camera_id, FrameCrops(frame.camera_id, frame.seq, frame.timestamp, frame.wall_time,
-                                                        crops),
-                            wait=frame.camera_id in self.wait_for_room, stop_event=self.stop_event)
+            self._put(frame.camera_id, FrameCrops(frame.camera_id, frame.seq, frame.timestamp, frame.wall_time, crops),
+                      frame.camera_id in self.wait_for_room)
         log.debug("detector: %d frames in %.1f ms", len(frames), (time.monotonic() - start) * 1000)
 
+    def _put(self, camera_id, item, wait):
+        """To the recognizer: a live camera's crops drop the oldest when its queue is full, as frames do; while
+        draining on stop every put waits for room (the recognizer reads on meanwhile) until the deadline."""
+        if self._drain_deadline is not None:
+            self.outbox.put(camera_id, item, wait=True, deadline=self._drain_deadline)
+        else:
+            self.outbox.put(camera_id, item, wait=wait, stop_event=self.stop_event)
+
     def drain(self):
-        """On stop: detect what is queued, so frames already taken are read (the recognizer drains after us)."""
+        """On stop: detect what is queued, so frames already taken are read (the recognizer reads on until
+        this thread ends)."""
+        self._drain_deadline = time.monotonic() + DRAIN_S
         try:
-            while self.step(0):
+            while self.step(0) and time.monotonic() < self._drain_deadline:
                 pass
         except Exception:
             log.exception("detector worker: draining failed")

@@ -11,7 +11,8 @@ from edge.crop.roi import CROP_H, CROP_W, PlateCrop
 
 log = logging.getLogger("edge.detect")
 
-DETECT_ROI = "plate"  # the roi_id of crops cut from detected boxes (events: "roi": "plate")
+DETECT_ROI = "plate"
+MIN_BOX_PX = 4  # a box narrower or lower than this has nothing to read, whatever min_plate_px says  # the roi_id of crops cut from detected boxes (events: "roi": "plate")
 
 
 class PlateFilter:
@@ -43,7 +44,7 @@ class PlateFilter:
     def zone_of(self, box):
         """The zone a box counts in, '' without zones, or None where it does not count (counted by reason)."""
         x1, y1, x2, y2 = box[:4]
-        if x2 - x1 < self.min_plate_px:
+        if x2 - x1 < max(self.min_plate_px, MIN_BOX_PX) or y2 - y1 < MIN_BOX_PX:
             self.rejected["small"] += 1
             return None
         cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
@@ -85,6 +86,7 @@ def crop_box(frame, box, margin=0.05, zone=""):
     """One PlateCrop from a detected box: grown, cut, stretched to 96x48 (the recognizer's input)."""
     h, w = frame.shape[:2]
     x1, y1, x2, y2 = grow(box, margin, w, h)
+    x1, y1 = min(x1, w - 1), min(y1, h - 1)  # at least one pixel inside the frame to cut
     x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
     image = cv2.resize(frame[y1:y2, x1:x2], (CROP_W, CROP_H),
                        interpolation=cv2.INTER_AREA if x2 - x1 > CROP_W else cv2.INTER_LINEAR)

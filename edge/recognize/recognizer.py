@@ -68,7 +68,7 @@ class Recognizer:
             if path is not None:
                 self.format_refits += 1
                 refit = decode(path, class_probs[index][np.arange(len(path)), path], self.model.characters)
-                return refit._replace(format_match=True)
+                return refit._replace(format_match=True, at_edge=read.at_edge)
         self.format_misses += 1
         return read._replace(format_match=False)
 

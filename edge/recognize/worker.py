@@ -14,7 +14,7 @@ log = logging.getLogger("edge.recognize")
 
 DEFAULT_SLOT = "default"
 IDLE_POLL_S = 0.2
-UPSTREAM_DRAIN_S = 2.0  # on stop, how long to wait for the detector worker's last crops
+UPSTREAM_DRAIN_S = 2.5  # on stop, how long to read on while the detector worker hands on its last crops
 RECENT_READS = 50  # per camera, for /reads
 
 
@@ -176,9 +176,12 @@ class RecognizerWorker(threading.Thread):
     def drain(self):
         """On stop: read what is queued and close every open track, so nothing recognized is lost. With a
         detector upstream, wait for it to hand on what it still holds first (it drains too)."""
-        if self.upstream is not None and self.upstream.is_alive():
-            self.upstream.join(UPSTREAM_DRAIN_S)
+        deadline = time.monotonic() + UPSTREAM_DRAIN_S
         try:
+            while self.upstream is not None and self.upstream.is_alive() and time.monotonic() < deadline:
+                frames = [i for i in self.mailbox.take(self.max_batch, 0.05) if isinstance(i, FrameCrops)]
+                if frames:  # read while the detector hands on its last crops, so its puts find room
+                    self.process(frames)
             while True:
                 items = self.mailbox.take(self.max_batch, 0)
                 if not items:

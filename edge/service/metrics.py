@@ -41,7 +41,7 @@ class _AppCollector:
         for capture in app.captures:
             cid = capture.camera.id
             frames.add_metric([cid], capture.frames)
-            dropped.add_metric([cid], app.mailbox.dropped[cid])
+            dropped.add_metric([cid], app.dropped_frames(cid))
             reconnects.add_metric([cid], capture.reconnects)
             for s in CAMERA_STATES:
                 state.add_metric([cid, s], 1.0 if capture.state == s else 0.0)
