@@ -13,7 +13,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.dirname(sys.executable)
 
 
+_RANDOM = __import__("random").Random(os.getpid())
+_HANDED_OUT = set()  # never the same port twice in one run: two servers may be given ports before either binds
+
+
 def free_port():
+    """A loopback port free now, below the kernel's ephemeral range (32768-60999 on Linux): a port the kernel
+    hands out itself (bind to 0) is the kind it next gives a client socket, so between this call and the
+    server's bind some outgoing connection could take it (it did: "health.port ... in use")."""
+    for _ in range(200):
+        port = _RANDOM.randrange(20000, 32000)
+        if port in _HANDED_OUT:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _HANDED_OUT.add(port)
+        return port
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
