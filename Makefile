@@ -13,7 +13,7 @@ PAHO16 := $(VENV)/paho16
 PY36 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.6*/bin/python3.6 /usr/bin/python3.6))
 VENV36 := .venv36
 
-.PHONY: demo-deps help setup setup-train system-deps run test lint vermin sample train-us train-ch finetune-us finetune-ch evaluate install uninstall clean test-py36 selftest
+.PHONY: demo-deps help setup setup-train system-deps run test lint vermin sample train-us train-ch finetune-us finetune-ch evaluate evaluate-val install uninstall clean test-py36 selftest
 
 help:
 	@echo "make run         set up, start a local broker if needed, run the demo (configs/demo.yaml); DEMO=loop repeats it,"
@@ -21,10 +21,11 @@ help:
 	@echo "make test        set up and run the whole test suite"
 	@echo "make train-us    pretrain the US model on synthetic plates (a GPU when torch sees one; ~4 h on 2 CPU cores)"
 	@echo "make train-ch    pretrain the CH model on synthetic plates (a GPU when torch sees one; ~4 h on 2 CPU cores)"
-	@echo "make finetune-us fine-tune the US model on half of ../shared/data/real/us"
-	@echo "make finetune-ch fine-tune the CH model on half of ../shared/data/real/ch"
+	@echo "make finetune-us fine-tune the shipped US model on the train parts of ../shared/data/real (us, br)"
+	@echo "make finetune-ch fine-tune the shipped CH model on the train parts of ../shared/data/real/ch"
 	@echo "make sample      draw the sample video samples/gate_us.mp4 again"
-	@echo "make evaluate    accuracy of the shipped models on the held-out real crops"
+	@echo "make evaluate    accuracy of the shipped models on the evaluation parts of the real crops"
+	@echo "make evaluate-val the same on the validation parts (MODELS=folder of candidate models)"
 	@echo "make install     install the systemd service under /opt/lpr-edge (DESTDIR=... to stage)"
 	@echo "make selftest    on a Jetson / NVIDIA GPU: detect it, run the gpu tests, plates/s per batch (TensorRT)"
 
@@ -92,21 +93,38 @@ train-us: setup-train
 train-ch: setup-train
 	$(BIN)/python -m edge.training train --spec configs/training/ch_mid.yaml --export models/
 
-# Fine-tune the synthetic models on half of the real crops in ../shared/data/real (see configs/training/).
-finetune-us: setup-train
-	$(BIN)/python -m edge.training train --spec configs/training/us_mid_finetune.yaml \
-		--init-from runs/us_lprnet_baseline10_mid/last.pt --export models/
+# Fine-tune the shipped models, from their own ONNX files, on the train parts of the real crops in
+# ../shared/data/real (configs/training/splits/, scripts/make_splits.py); the val parts pick the epoch.
+# Runs stay outside the repository (RUNS); the result replaces models/<name>.onnx: measure it with make evaluate
+# once, then update the manifest (scripts/update_manifest.py).
+RUNS ?= $(HOME)/.cache/lpr-edge/runs
+finetune-us finetune-ch: finetune-%: setup-train
+	$(BIN)/python -m edge.training train --spec configs/training/$*_mid_finetune.yaml \
+		--init-from models/$*_lprnet_baseline10_mid.onnx --output-dir $(RUNS)/$*_finetune --export models/ --fp16-weights
 
-finetune-ch: setup-train
-	$(BIN)/python -m edge.training train --spec configs/training/ch_mid_finetune.yaml \
-		--init-from runs/ch_lprnet_baseline10_mid/last.pt --export models/
+# Accuracy on the real crops: `make evaluate` measures the evaluation parts only (the figures in
+# models/manifest.yaml: measured once per shipped model), tight crops and as a detector cuts them;
+# `make evaluate-val` the validation parts (what picks epochs and recipes), of MODELS (default models/).
+SPLITS := configs/training/splits
+MODELS ?= models
+US_SETS := us:openalpr_seg_and_ocr
+CH_SETS := ch:lprnet_pytorch_test ch:easypr_general_test ch:easypr_svm_hasplate ch:ccpd_samples
+define evaluate_parts
+	for crops in tight detector; do \
+	$(BIN)/lpr-edge evaluate --model $(2)/us_lprnet_baseline10_mid.onnx --characters models/us_lp_characters.txt \
+		--data ../shared/data/real/us --normalize O=0 --crops $$crops \
+		$(foreach s,$(US_SETS),--only-ids $(SPLITS)/$(subst :,_,$(s))_$(1).txt) || exit 1; \
+	$(BIN)/lpr-edge evaluate --model $(2)/ch_lprnet_baseline10_mid.onnx --characters models/ch_lp_characters.txt \
+		--data ../shared/data/real/ch --crops $$crops \
+		$(foreach s,$(CH_SETS),--only-ids $(SPLITS)/$(subst :,_,$(s))_$(1).txt) || exit 1; \
+	done
+endef
 
-# Accuracy of the shipped models on the held-out halves of the real crops (the figures in models/manifest.yaml).
 evaluate: setup
-	$(BIN)/lpr-edge evaluate --model models/us_lprnet_baseline10_mid.onnx --data ../shared/data/real/us \
-		--only-ids configs/training/splits/us_openalpr_seg_and_ocr_eval.txt --normalize O=0
-	$(BIN)/lpr-edge evaluate --model models/ch_lprnet_baseline10_mid.onnx --data ../shared/data/real/ch \
-		--only-ids configs/training/splits/ch_lprnet_pytorch_test_eval.txt
+	@$(call evaluate_parts,eval,models)
+
+evaluate-val: setup
+	@$(call evaluate_parts,val,$(MODELS))
 
 install:
 	bash scripts/install.sh

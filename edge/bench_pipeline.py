@@ -253,8 +253,10 @@ def _cpu_per_item(fn, items, seconds, timed):
     return (_cpu() - cpu0) / (runs * len(items))
 
 
-def run(camera_counts, seconds, mode="roi", fps=None, config_path=None, detect_fps=None):
-    """Every camera count in turn: {"machine", "runs": [...]}. A private broker unless --config is given."""
+def run(camera_counts, seconds, mode="roi", fps=None, config_path=None, detect_fps=None, backend=None,
+        engine_dir=None):
+    """Every camera count in turn: {"machine", "runs": [...]}. A private broker unless --config is given.
+    `backend` (with `engine_dir`, TensorRT's cache) in place of the config's recognizer.backend when given."""
     from edge import resources
     from edge.config.yamlload import load_yaml_text
 
@@ -269,6 +271,10 @@ def run(camera_counts, seconds, mode="roi", fps=None, config_path=None, detect_f
     with open(config_path) as f:
         data = load_yaml_text(f.read(), config_path)
     base_dir = os.path.dirname(os.path.abspath(config_path))
+    if backend is not None:
+        data = dict(data, recognizer=dict(data.get("recognizer") or {}, backend=backend))
+        if engine_dir is not None:
+            data["recognizer"]["engine_dir"] = os.path.abspath(engine_dir)
     if data["cameras"][0].get("mode", "roi") != mode:
         raise BenchError("%s: its first camera is in mode %s, not %s" % (config_path, data["cameras"][0].get(
             "mode", "roi"), mode))
@@ -291,7 +297,8 @@ def run(camera_counts, seconds, mode="roi", fps=None, config_path=None, detect_f
             broker.stop()
         shutil.rmtree(work, ignore_errors=True)
     return {"machine": machine(), "date": datetime.date.today().isoformat(), "mode": mode, "fps": fps,
-            "config": config_path, "runs": runs}
+            "config": config_path, "backend": (data.get("recognizer") or {}).get("backend", "onnxruntime"),
+            "runs": runs}
 
 
 def machine():

@@ -149,6 +149,17 @@ def _add_recognizer_args(p, model_required=True):
                         "reads only; default: the model's manifest entry)")
 
 
+def _crop_as_read(crops):
+    """The contact sheet shows each misread crop as the model read it."""
+    if crops != "detector":
+        return None
+    import os
+
+    from edge.evaluate import detector_crop
+
+    return lambda image, path: detector_crop(image, os.path.splitext(os.path.basename(path))[0])
+
+
 def cmd_evaluate(args):
     from edge.dataset import DatasetError, read_id_list
     from edge.evaluate import evaluate
@@ -163,9 +174,9 @@ def cmd_evaluate(args):
         normalize[a] = b
     try:
         recognizer = _recognizer_from_args(args)
-        only = read_id_list(args.only_ids) if args.only_ids else None
+        only = set().union(*(read_id_list(p) for p in args.only_ids)) if args.only_ids else None
         result = evaluate(recognizer, args.data, normalize or None, args.batch, args.limit,
-                          keep_reads=args.show_errors or bool(args.contact_sheet), only_ids=only)
+                          keep_reads=args.show_errors or bool(args.contact_sheet), only_ids=only, crops=args.crops)
     except (ModelError, DatasetError, ValueError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return EXIT_CONFIG
@@ -177,7 +188,7 @@ def cmd_evaluate(args):
         from edge.contact_sheet import write_contact_sheet
 
         try:
-            drawn = write_contact_sheet(args.contact_sheet, misreads)
+            drawn = write_contact_sheet(args.contact_sheet, misreads, prepare=_crop_as_read(args.crops))
         except OSError as exc:
             print("error: --contact-sheet %s: %s" % (args.contact_sheet, exc.strerror or exc), file=sys.stderr)
             return EXIT_CONFIG
@@ -185,7 +196,11 @@ def cmd_evaluate(args):
     print("model %s on %s (%s)" % (result["model"], result["data"], result["backend"]))
     print("plates: %d evaluated, %d skipped %s" % (result["count"], result["skipped"],
                                                     result["skipped_reasons"] or ""))
-    print("full-plate accuracy: %.2f%% (%d/%d)" % (100 * result["plate_accuracy"], result["correct"], result["count"]))
+    print("full-plate accuracy: %.2f%% (%d/%d) on %s crops" % (100 * result["plate_accuracy"], result["correct"],
+                                                              result["count"], result["crops"]))
+    if len(result["per_set"]) > 1:
+        print("per set: " + ", ".join("%s %.2f%% (%d/%d)" % (name, 100 * v["plate_accuracy"], v["correct"], v["count"])
+                                      for name, v in result["per_set"].items()))
     print("character accuracy: %.2f%%" % (100 * result["char_accuracy"]))
     if result["plate_format"]:
         print("plate format: %d reads re-decoded to fit it, %d do not fit (%s)"
@@ -278,13 +293,16 @@ def cmd_bench_pipeline(args):
               "least 5 (got %s, %g)" % (args.cameras, args.seconds), file=sys.stderr)
         return EXIT_CONFIG
     try:
-        result = run(counts, args.seconds, args.mode, args.fps, args.config, args.detect_fps)
+        # --backend tensorrt replaces the config's backend (the selftest's pipeline run); the default keeps it
+        trt = args.backend == "tensorrt"
+        result = run(counts, args.seconds, args.mode, args.fps, args.config, args.detect_fps,
+                     "tensorrt" if trt else None, args.engine_dir if trt else None)
     except (BenchError, ConfigError, ModelError, IOError, OSError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return EXIT_CONFIG
-    print("pipeline, mode %s%s, on %s (%d cores), %s" % (result["mode"], ", %g fps" % args.fps if args.fps else "",
-                                                         result["machine"]["cpu"], result["machine"]["cores"],
-                                                         result["date"]))
+    print("pipeline, mode %s%s, %s, on %s (%d cores), %s" % (
+        result["mode"], ", %g fps" % args.fps if args.fps else "", result["backend"], result["machine"]["cpu"],
+        result["machine"]["cores"], result["date"]))
     print("%7s %9s %8s %8s %7s %9s %9s %6s %7s %8s" % ("cameras", "fps/cam", "dropped", "det/s", "events",
                                                       "p50 ms", "p99 ms", "CPU%", "RSS MB", "overhead"))
     for r in result["runs"]:
@@ -388,7 +406,11 @@ def build_parser():
     p.add_argument("--data", required=True, help="dataset folder (image/, label/) or a folder of them")
     p.add_argument("--batch", type=int, default=64, help="plates per inference")
     p.add_argument("--limit", type=int, help="evaluate only the first N plates")
-    p.add_argument("--only-ids", metavar="FILE", help="evaluate only the sample ids listed in FILE (a held-out split)")
+    p.add_argument("--only-ids", metavar="FILE", action="append",
+                   help="evaluate only the sample ids listed in FILE (a split's evaluation part); repeat for several sets")
+    p.add_argument("--crops", choices=("tight", "detector"), default="tight",
+                   help="tight: the crops as stored; detector: each cut as a plate detector's box would (jittered "
+                        "8%% a side, 5%% margin, seen 18-40 px high), the same cut every run")
     p.add_argument("--normalize", action="append", metavar="FROM=TO",
                    help="map a label character before scoring, e.g. O=0 for US lists without O (repeatable)")
     p.add_argument("--show-errors", action="store_true", help="print every misread plate")

@@ -12,8 +12,9 @@ CELL_W, CELL_H, TEXT_H = 192, 96, 40
 CJK_FONTS = ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 
 
-def write_contact_sheet(path, misreads, columns=6, limit=120):
-    """misreads: (image path, label, read, score). Writes PNG atomically; returns how many cells it drew."""
+def write_contact_sheet(path, misreads, columns=6, limit=120, prepare=None):
+    """misreads: (image path, label, read, score); `prepare(image, path)` turns the stored crop into what the
+    model read (evaluate --crops detector). Writes PNG atomically; returns how many cells it drew."""
     items = list(misreads)[:limit]
     rows = max(1, (len(items) + columns - 1) // columns)
     sheet = np.full((rows * (CELL_H + TEXT_H), columns * CELL_W, 3), 255, np.uint8)
@@ -21,6 +22,8 @@ def write_contact_sheet(path, misreads, columns=6, limit=120):
     for i, (image_path, label, text, score) in enumerate(items):
         y, x = (i // columns) * (CELL_H + TEXT_H), (i % columns) * CELL_W
         crop = read_image(image_path)
+        if crop is not None and prepare is not None:
+            crop = prepare(crop, image_path)
         if crop is not None:
             sheet[y:y + CELL_H, x:x + CELL_W] = cv2.resize(crop, (CELL_W, CELL_H), interpolation=cv2.INTER_NEAREST)
         texts.append((x + 4, y + CELL_H + 2, "truth %s" % label, (0, 110, 0)))

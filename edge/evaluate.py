@@ -2,11 +2,13 @@
 accuracy: exact match of the whole string), character accuracy (1 - edit distance / label length,
 summed over the set), throughput, and the most frequent character confusions."""
 import collections
+import hashlib
 import os
 import time
 
+import numpy as np
+
 from edge.dataset import DatasetError, read_image, resolve_dirs, scan
-from edge.recognize.preprocess import to_batch
 from edge.track import edit_distance
 
 
@@ -56,15 +58,59 @@ def confusions(label, text):
     return out
 
 
-def evaluate(recognizer, data_root, normalize=None, batch_size=64, limit=None, keep_reads=False, only_ids=None):
-    """Run `recognizer` over every dataset under `data_root`; returns a result dict."""
+CROP_KINDS = ("tight", "detector")
+# a detector's box against the true plate: each side off by up to 8% of the plate's size (IoU about 0.75-1),
+# grown by detector.margin (5%), the plate seen 18-40 px high (a 1280x720 frame at a gate) and upscaled again
+DETECTOR_JITTER = 0.08
+DETECTOR_MARGIN = 0.05
+DETECTOR_HEIGHTS = (18, 40)
+
+
+def cut_as_detector(image, grow, seen_h, border=None, background=None):
+    """`image` (a tight plate crop) cut by a box grown by `grow` = (left, top, right, bottom) shares of its
+    size (negative: cut into it), then seen `seen_h` px high when it is larger. Outside the crop there is no
+    scene: `border` (an OpenCV border mode, default replicate) fills it, or `background` (an image as large as
+    the crop padded by its largest grow on every side)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    left, right = int(round(grow[0] * w)), int(round(grow[2] * w))
+    top, bottom = int(round(grow[1] * h)), int(round(grow[3] * h))
+    pad = max(0, left, right, top, bottom)
+    if background is not None:
+        padded = background[:h + 2 * pad, :w + 2 * pad].copy()
+        padded[pad:pad + h, pad:pad + w] = image
+    else:
+        padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE if border is None else border)
+    crop = padded[pad - top:pad + h + bottom, pad - left:pad + w + right]
+    if crop.shape[0] > seen_h:
+        small = (max(8, int(round(crop.shape[1] * seen_h / float(crop.shape[0])))), int(seen_h))
+        crop = cv2.resize(crop, small, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(crop)
+
+
+def detector_crop(image, key):
+    """`image` (a tight plate crop) as a plate detector's box would cut it: the same jitter for the same `key`
+    (a sample id) in every run."""
+    rng = np.random.RandomState(int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:8], 16))
+    grow = DETECTOR_MARGIN + rng.uniform(-DETECTOR_JITTER, DETECTOR_JITTER, 4)
+    return cut_as_detector(image, grow, int(rng.uniform(*DETECTOR_HEIGHTS)))
+
+
+def evaluate(recognizer, data_root, normalize=None, batch_size=64, limit=None, keep_reads=False, only_ids=None,
+             crops="tight"):
+    """Run `recognizer` over every dataset under `data_root`; returns a result dict. `crops`: "tight" reads
+    the crops as stored; "detector" cuts each as a detector's box would (detector_crop)."""
+    if crops not in CROP_KINDS:
+        raise ValueError("crops must be one of %s, not %r" % (", ".join(CROP_KINDS), crops))
     characters = recognizer.model.characters
-    samples, skipped = [], []
+    samples, skipped, set_of = [], [], {}
     for root in find_datasets(data_root):
         image_dir, label_dir = resolve_dirs(root)
         s, k = scan(image_dir, label_dir, characters, None, normalize)
         samples.extend(s)
         skipped.extend(k)
+        set_of.update((sample.image_path, os.path.basename(os.path.normpath(root))) for sample in s)
     if only_ids is not None:
         samples = [s for s in samples if os.path.splitext(os.path.basename(s.image_path))[0] in only_ids]
     if limit:
@@ -74,6 +120,7 @@ def evaluate(recognizer, data_root, normalize=None, batch_size=64, limit=None, k
     char_errors = 0
     char_total = 0
     confusion = collections.Counter()
+    per_set = collections.defaultdict(lambda: [0, 0, collections.Counter()])
     reads = []
     infer_s = 0.0
     start = time.monotonic()
@@ -85,6 +132,8 @@ def evaluate(recognizer, data_root, normalize=None, batch_size=64, limit=None, k
             if image is None:
                 skipped.append((sample.image_path, "unreadable image"))
                 continue
+            if crops == "detector":
+                image = detector_crop(image, os.path.splitext(os.path.basename(sample.image_path))[0])
             images.append(image)
             usable.append(sample)
         if not images:
@@ -95,11 +144,16 @@ def evaluate(recognizer, data_root, normalize=None, batch_size=64, limit=None, k
         for sample, read in zip(usable, batch_reads):
             evaluated += 1
             char_total += len(sample.label)
+            tally = per_set[set_of.get(sample.image_path, "")]
+            tally[0] += 1
             if read.text == sample.label:
                 correct += 1
+                tally[1] += 1
             else:
                 char_errors += edit_distance(sample.label, read.text)
-                confusion.update(confusions(sample.label, read.text))
+                pairs = confusions(sample.label, read.text)
+                confusion.update(pairs)
+                tally[2].update(pairs)
             if keep_reads:
                 reads.append((sample.image_path, sample.label, read.text, read.score))
     total_s = time.monotonic() - start
@@ -112,8 +166,11 @@ def evaluate(recognizer, data_root, normalize=None, batch_size=64, limit=None, k
         "skipped_reasons": dict(collections.Counter(_reason_kind(item[1]) for item in skipped)),
         "plates_per_s_inference": round(evaluated / infer_s, 1) if infer_s else None,
         "plates_per_s_total": round(evaluated / total_s, 1) if total_s else None,
-        "confusions": [{"truth": a or "(none)", "read": b or "(none)", "count": n}
-                       for (a, b), n in confusion.most_common(10)],
+        "confusions": _confusion_list(confusion, 10),
+        "crops": crops,
+        "per_set": dict((name, {"count": n, "correct": ok, "plate_accuracy": round(ok / float(n), 4),
+                                "confusions": _confusion_list(c, 5)})
+                        for name, (n, ok, c) in sorted(per_set.items())),
         "model": recognizer.model.name,
         "model_sha256": recognizer.model.sha256,
         "backend": recognizer.backend.name,
@@ -125,6 +182,10 @@ def evaluate(recognizer, data_root, normalize=None, batch_size=64, limit=None, k
     if keep_reads:
         result["reads"] = reads
     return result
+
+
+def _confusion_list(counter, n):
+    return [{"truth": a or "(none)", "read": b or "(none)", "count": k} for (a, b), k in counter.most_common(n)]
 
 
 def _reason_kind(reason):

@@ -10,8 +10,9 @@
         removed; and OpenCV 5 has no Caffe importer, so run this script with an OpenCV 4 (the Python 3.6
         test venv has 4.6: .venv36/bin/python scripts/compare_peers.py)
 
-on the evaluation split of ../shared/data/real (US: openalpr_seg_and_ocr; CH: lprnet_pytorch_test), the ids
-in configs/training/splits/*_eval.txt. Prints a markdown table; --json writes the figures.
+on the evaluation parts of ../shared/data/real (US: openalpr_seg_and_ocr; CH: lprnet_pytorch_test, the two
+EasyPR sets and the CCPD samples), the ids in configs/training/splits/<region>_<set>_eval.txt: never trained
+on, chose nothing. Prints a markdown table; --json writes the figures.
 
     sudo apt-get install tesseract-ocr
     .venv/bin/pip install --no-deps --target state/peers hyperlpr==0.0.2   # --no-deps: it asks for opencv-python
@@ -34,16 +35,17 @@ sys.path.insert(0, ROOT)
 from edge.dataset import load_dataset, read_id_list  # noqa: E402
 
 REAL = os.path.join(ROOT, "..", "shared", "data", "real")
-SETS = {"us": ("us/openalpr_seg_and_ocr", "configs/training/splits/us_openalpr_seg_and_ocr_eval.txt"),
-        "ch": ("ch/lprnet_pytorch_test", "configs/training/splits/ch_lprnet_pytorch_test_eval.txt")}
+SETS = {"us": ["openalpr_seg_and_ocr"],
+        "ch": ["lprnet_pytorch_test", "easypr_general_test", "easypr_svm_hasplate", "ccpd_samples"]}
 US_CHARS = "0123456789ABCDEFGHIJKLMNPQRSTUVWXYZ"
 
 
 def crops(region):
-    folder, split = SETS[region]
-    samples, _ = load_dataset(os.path.join(REAL, folder))
-    only = set(read_id_list(os.path.join(ROOT, split)))
-    chosen = [s for s in samples if os.path.splitext(os.path.basename(s.image_path))[0] in only]
+    chosen = []
+    for name in SETS[region]:
+        samples, _ = load_dataset(os.path.join(REAL, region, name))
+        only = read_id_list(os.path.join(ROOT, "configs", "training", "splits", "%s_%s_eval.txt" % (region, name)))
+        chosen += [s for s in samples if os.path.splitext(os.path.basename(s.image_path))[0] in only]
     return chosen, [cv2.imread(s.image_path) for s in chosen]  # BGR
 
 

@@ -5,7 +5,10 @@
 #   3. builds or loads FP16 engines and prints plates/s at batch 1, 8, 16, 32, 64, 128 beside NVIDIA's
 #      published figures (Nano 16 @ 32, Xavier NX 600 @ 32, AGX Xavier 1021 @ 64, T4 3821 @ 128; those are for
 #      baseline18: pass NVIDIA's us_lprnet_baseline18_deployable.onnx as an argument to measure it too)
-# Writes selftest/selftest.json and selftest/selftest.md (paste the markdown into the README's table).
+#   4. runs `lpr-edge bench model`, `bench detector` and `bench pipeline` (ROI 4 x 25 fps, detect 4 x 10/s) on
+#      TensorRT: the README's Benchmarks figures for this device
+# Writes selftest/selftest.json and selftest/selftest.md (paste the markdown into the README's table), and
+# selftest/bench-*.json.
 #   scripts/jetson-selftest.sh [path/to/us_lprnet_baseline18_deployable.onnx ...]
 # PYTHON=... picks the interpreter (default: the venv's, else python3); OUT=... the output folder.
 set -uo pipefail
@@ -35,5 +38,24 @@ echo "== plates/s (FP16, inference only; the first run builds the engines: minut
 "$PYTHON" -m edge.infer.selftest --out "$OUT" "$@"
 bench_rc=$?
 
-echo "selftest: gpu tests $([ "$tests_rc" = 0 ] && echo passed || echo FAILED), results in $OUT/selftest.md"
-[ "$tests_rc" = 0 ] && [ "$bench_rc" = 0 ]
+# the benchmarks of the README's Benchmarks section, on TensorRT: recognizer and detector per batch, then the
+# whole daemon (4 cameras, ROI at 25 fps and detection at 10 a second each); one JSON line each in $OUT/bench-*.json
+echo "== lpr-edge bench on TensorRT (model, detector, pipeline)"
+engines="$OUT/engines"
+bench() {  # NAME ARGS...: the last line (JSON) to $OUT/bench-NAME.json, the table to the terminal
+    local name=$1; shift
+    "$PYTHON" -m edge bench "$@" --backend tensorrt --engine-dir "$engines" --json | tee "$OUT/bench-$name.txt" \
+        && tail -n 1 "$OUT/bench-$name.txt" > "$OUT/bench-$name.json"
+}
+benches_rc=0
+for region in us ch; do
+    bench model-$region model --model models/${region}_lprnet_baseline10_mid.onnx --batch 1,8,16,32,64,128 \
+        || benches_rc=1
+done
+bench detector detector --model models/lpr_edge_lpd_mid.onnx --batch 1,8 || benches_rc=1
+bench pipeline-roi pipeline --cameras 1,4 --fps 25 --seconds 20 || benches_rc=1
+bench pipeline-detect pipeline --mode detect --cameras 1,4 --detect-fps 10 --seconds 20 || benches_rc=1
+
+echo "selftest: gpu tests $([ "$tests_rc" = 0 ] && echo passed || echo FAILED)," \
+     "benchmarks $([ "$benches_rc" = 0 ] && echo ran || echo FAILED), results in $OUT/selftest.md and $OUT/bench-*.json"
+[ "$tests_rc" = 0 ] && [ "$bench_rc" = 0 ] && [ "$benches_rc" = 0 ]

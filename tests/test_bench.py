@@ -157,3 +157,16 @@ def test_bench_report_plots_and_tables_from_results(tmp_path):
         with open(str(tmp_path / name), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert "Test CPU (2 cores)" in out.stdout and "| 4 | 10.0 | 0 | 12 | 44.0 | 54.0 | 80 | 150 | 30% |" in out.stdout
+
+
+def test_bench_pipeline_runs_on_tensorrt_where_the_selftest_asks(monkeypatch, tmp_path):
+    """`bench pipeline --backend tensorrt` (scripts/jetson-selftest.sh) puts the whole daemon on TensorRT: here
+    on the recording fakes (no GPU on this machine); the engine is built into --engine-dir once and serves."""
+    import fake_tensorrt
+    from edge import bench_pipeline
+
+    fake_tensorrt.install(monkeypatch, "8.6")
+    engines = tmp_path / "engines"
+    out = bench_pipeline.run([1], 6, backend="tensorrt", engine_dir=str(engines))
+    assert out["backend"] == "tensorrt" and out["runs"][0]["events"] >= 1, out
+    assert any(name.endswith(".engine") for name in os.listdir(str(engines))), os.listdir(str(engines))

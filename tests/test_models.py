@@ -26,8 +26,27 @@ def test_manifest_matches_files_and_defaults():
         entry = m["models"][name]
         path = os.path.join(MODELS, entry["file"])
         assert entry["region"] == region and entry["sha256"] == sha256_file(path)
-        assert entry["accuracy"]["count"] > 0 and 0 < entry["accuracy"]["plate_accuracy"] <= 1
-        assert "held out" in entry["accuracy"]["data"]
+        for part in ("validation", "accuracy"):
+            for crops in ("tight_crops", "detector_crops"):
+                acc = entry[part][crops]
+                assert acc["count"] > 0 and 0 < acc["plate_accuracy"] <= 1 and acc["per_set"], (region, part)
+        assert "evaluation parts" in entry["accuracy"]["data"] and "validation parts" in entry["validation"]["data"]
+        assert not os.path.exists(os.path.splitext(path)[0] + ".pt")  # fine-tuning starts from the ONNX itself
+
+
+def test_make_evaluate_measures_what_the_manifest_says():
+    """`make evaluate` runs the very commands whose figures the manifest holds: the evaluation parts only."""
+    import subprocess
+
+    out = subprocess.run(["make", "-s", "-n", "evaluate", "BIN=.venv/bin"], cwd=ROOT, stdout=subprocess.PIPE,
+                         universal_newlines=True).stdout
+    m = manifest()
+    for region in ("us", "ch"):
+        for crops in ("tight", "detector"):
+            cmd = m["models"][m["default"][region]]["accuracy"][crops + "_crops"]["command"]
+            expected = cmd.replace("--crops %s" % crops, "--crops $crops")
+            assert expected in out, (expected, out)
+            assert "_eval.txt" in cmd and "_val.txt" not in cmd and "_train.txt" not in cmd
 
 
 def test_nvidia_character_lists():

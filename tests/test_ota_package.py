@@ -215,7 +215,7 @@ def test_training_export_writes_a_package(kit, tmp_path):
 
     out = str(tmp_path / "us.onnx")
     package = str(tmp_path / "us.tar")
-    assert train_main(["export", "--checkpoint", os.path.join(ROOT, "models", "us_lprnet_baseline10_mid.pt"),
+    assert train_main(["export", "--checkpoint", os.path.join(ROOT, "models", "us_lprnet_baseline10_mid.onnx"),
                        "--output", out, "--package", package, "--name", US_NAME, "--version", "3", "--serial", "3",
                        "--key", kit["key"], "--golden", kit["golden"], "--min-accuracy", "0.8"]) == 0
     assert os.path.exists(str(tmp_path / "us.characters.txt"))

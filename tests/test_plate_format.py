@@ -183,12 +183,12 @@ def test_evaluate_reports_the_manifests_ch_accuracy():
 
     with open(os.path.join(ROOT, "models", "manifest.yaml"), encoding="utf-8") as f:
         entry = yaml.safe_load(f)["models"]["ch_lprnet_baseline10_mid"]
-    args = entry["accuracy"]["command"].split()[2:]  # after ".venv/bin/lpr-edge evaluate"
+    args = entry["accuracy"]["tight_crops"]["command"].split()[2:]  # after ".venv/bin/lpr-edge evaluate"
     result = run_cli("evaluate", *(args + ["--json"]))
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["plate_accuracy"] == entry["accuracy"]["plate_accuracy"]
+    assert summary["plate_accuracy"] == entry["accuracy"]["tight_crops"]["plate_accuracy"]
     assert summary["format_refits"] > 0 and summary["format_misses"] == 0
     greedy = run_cli("evaluate", *(args + ["--json", "--plate-format", "none"]))
     assert json.loads(greedy.stdout.strip().splitlines()[-1])["plate_accuracy"] == \
-        entry["accuracy"]["plate_accuracy_greedy"]
+        entry["accuracy"]["tight_crops"]["plate_accuracy_greedy"]

@@ -136,7 +136,7 @@ def test_train_resume_export_and_ort_agrees(tmp_path):
     assert os.path.exists(str(tmp_path / "run" / "last.pt")) and history[0]["epoch"] == 1
     spec["training_config"]["num_epochs"] = 2
     model, chars, history = train(spec, str(tmp_path / "run"), resume=True, progress=False)
-    assert [h["epoch"] for h in history] == [2]  # resumed after epoch 1
+    assert [h["epoch"] for h in history] == [1, 2]  # resumed after epoch 1: the run's history carries on
     path = export_onnx(model, str(tmp_path / "tiny.onnx"))
     import onnx
 
@@ -160,8 +160,9 @@ def test_export_command_writes_onnx_and_weights(tmp_path, capsys):
     train(spec, str(tmp_path / "run"), progress=False)
     out = str(tmp_path / "tiny.onnx")
     assert main(["export", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--output", out]) == 0
-    weights, meta = load_model_from_checkpoint(str(tmp_path / "tiny.pt"))  # FP16 weights beside, to fine-tune from
-    assert meta["characters"] == load_characters(US_CHARS) and os.path.getsize(out) > 0
+    assert not os.path.exists(str(tmp_path / "tiny.pt"))  # no second copy of the weights: fine-tuning reads the ONNX
+    weights, meta = load_model_from_checkpoint(out, load_characters(US_CHARS))
+    assert meta["characters"] == load_characters(US_CHARS) and meta["folded"] and os.path.getsize(out) > 0
     half = str(tmp_path / "tiny_fp16.onnx")
     assert main(["export", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--output", half,
                  "--fp16-weights"]) == 0  # 0: ONNX Runtime reads as PyTorch does
@@ -230,25 +231,65 @@ def test_shipped_fp16_variants_read_as_the_fp32_models():
         assert sizes16 == sizes32, region  # the same weights, layer for layer
 
 
-def test_shipped_weights_round_trip_and_fine_tune(tmp_path):
-    from edge.training.export import save_weights
+def _bn_stats(model):
+    return [m.running_mean.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+@pytest.mark.parametrize("fp16_weights", [False, True])
+def test_fine_tune_starts_from_an_onnx(tmp_path, fp16_weights):
+    """An exported ONNX (BatchNorm folded, FP32 or FP16-stored weights) read back into PyTorch reads as the
+    file does; fine-tuning from it keeps the folded BatchNorm statistics; a file of another shape is refused."""
+    from edge.training.export import check_same_reads, export_onnx, store_weights_fp16
     from edge.training.train import load_model_from_checkpoint
 
-    model = LPRNet(LPRNetConfig(35, 10, 16, 0.125)).eval()
-    path = save_weights(model, load_characters(US_CHARS), str(tmp_path / "m.pt"))
-    again, meta = load_model_from_checkpoint(path)
-    x = torch.rand(2, 3, 48, 96)
-    with torch.no_grad():
-        assert torch.allclose(model(x), again.eval()(x), atol=0.05)  # FP16 storage
     spec = load_spec(write(tmp_path / "s.yaml", SPEC % US_CHARS))
-    train(spec, str(tmp_path / "run"), init_from=path, progress=False)  # transfer learning from shipped weights
+    model, chars, _ = train(spec, str(tmp_path / "run"), progress=False)
+    path = export_onnx(model, str(tmp_path / "m.onnx"))
+    if fp16_weights:
+        store_weights_fp16(path, min_elements=16)
+    again, meta = load_model_from_checkpoint(path, chars)
+    images, _ = generate_synthetic("us", 16, seed=9, workers=1)
+    assert check_same_reads(again, path, images, chars, tolerance=1e-4) == []  # the same function, folded or not
+    if not fp16_weights:
+        assert check_same_reads(model, path, images, chars) == []
+    before = _bn_stats(again)
+    tuned, _, history = train(spec, str(tmp_path / "tune"), init_from=path, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, _bn_stats(tuned)))  # frozen: batch stats would undo the fold
+    assert history and torch.load(str(tmp_path / "tune" / "last.pt"), weights_only=False)["frozen_bn"]
     bad = load_spec(write(tmp_path / "b.yaml", (SPEC % US_CHARS).replace("hidden_units: 16", "hidden_units: 32")))
     with pytest.raises(DatasetError) as info:
         train(bad, str(tmp_path / "run2"), init_from=path, progress=False)
-    assert "architecture" in str(info.value)
+    assert "LSTM" in str(info.value) or "architecture" in str(info.value)
+
+
+def test_an_onnx_of_another_graph_is_refused_as_a_start(tmp_path):
+    from edge.training.train import load_model_from_checkpoint
+
+    detector = os.path.join(ROOT, "models", "lpr_edge_lpd_mid.onnx")
+    with pytest.raises(DatasetError) as info:
+        load_model_from_checkpoint(detector, load_characters(US_CHARS))
+    assert "not an lpr-edge LPRNet ONNX" in str(info.value) and "LSTM" in str(info.value)
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(DatasetError) as info:
+        load_model_from_checkpoint(str(tmp_path / "junk.onnx"), load_characters(US_CHARS))
+    assert "not an ONNX file" in str(info.value)
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(DatasetError):
         load_model_from_checkpoint(str(tmp_path / "junk.pt"))
+
+
+def test_the_shipped_onnx_reads_back_exactly():
+    """Fine-tuning starts from the shipped files themselves (no .pt beside them)."""
+    from edge.training.export import check_same_reads
+    from edge.training.train import load_model_from_checkpoint
+
+    for region in ("us", "ch"):
+        path = os.path.join(ROOT, "models", "%s_lprnet_baseline10_mid.onnx" % region)
+        model, meta = load_model_from_checkpoint(path)  # characters from the manifest
+        assert len(meta["characters"]) == {"us": 35, "ch": 67}[region]
+        images = generate_synthetic(region, 32, seed=5, workers=1)[0]
+        assert check_same_reads(model, path, images, meta["characters"], tolerance=1e-3) == []
+        assert not os.path.exists(os.path.splitext(path)[0] + ".pt")
 
 
 def test_budget_anneals_by_the_clock():
@@ -373,3 +414,19 @@ def test_bench_refuses_nonpositive_seconds_and_batches():
     for args, words in ((("--seconds", "-1"), "--seconds must be more than 0"), (("--batch", "0,4"), "at least 1")):
         result = run_cli("bench", "--model", model, *args)
         assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_detector_cut_of_real_crops():
+    """Real crops cut as the detect stage cuts them: 96x48 out, the plate shifted and grown, low resolution."""
+    from edge.training.synth import detector_cut
+
+    crop = np.zeros((48, 96, 3), np.uint8)
+    crop[8:40, 10:86] = 255  # the plate's face
+    rng = np.random.default_rng(3)
+    outs = [detector_cut(crop, rng) for _ in range(60)]
+    assert all(o.shape == (48, 96, 3) and o.dtype == np.uint8 for o in outs)
+    assert len({o.tobytes() for o in outs}) == len(outs)  # every epoch a different cut
+    bright = [(o.mean(axis=2) > 128).mean() for o in outs]
+    assert min(bright) < 0.5 < max(bright)  # grown boxes shrink the face, cut ones enlarge it
+    assert np.array_equal(detector_cut(crop, np.random.default_rng(5), jitter=0.0, margin=0.0, heights=(48, 49)),
+                          detector_cut(crop, np.random.default_rng(5), jitter=0.0, margin=0.0, heights=(48, 49)))

@@ -8,7 +8,7 @@ from edge.recognize.backends import create_backend
 from edge.recognize.decode import at_edge, decode, decode_batch
 from edge.recognize.model import ModelError, load_model_info
 from edge.recognize.plate_format import PlateFormat, PlateFormatError
-from edge.recognize.preprocess import to_batch
+from edge.recognize.preprocess import BatchBuffer
 
 log = logging.getLogger("edge.recognize")
 
@@ -35,6 +35,7 @@ class Recognizer:
         self.format_refits = 0  # reads re-decoded to fit the plate format
         self.format_misses = 0  # reads that do not fit it, kept: no class_probs output, or no path fits
         self.last_latency_s = 0.0
+        self._inputs = BatchBuffer()  # reused from batch to batch: no new float array per read
         if plate_format is not None and not backend.has_class_probs:
             log.warning("model %s has no class_probs output: reads that do not fit the plate format %r are "
                         "kept as greedy decoding gave them", model_info.path, plate_format.pattern)
@@ -50,7 +51,7 @@ class Recognizer:
         if not crops:
             return []
         start = time.monotonic()
-        ids, probs, class_probs = self.backend.infer(to_batch(crops))
+        ids, probs, class_probs = self.backend.infer(self._inputs.fill(crops))
         reads = decode_batch(ids, probs, self.model.characters)
         edges = at_edge(ids, class_probs, len(self.model.characters))
         reads = [r._replace(at_edge=bool(e)) for r, e in zip(reads, edges)]

@@ -19,6 +19,10 @@ def _train(args):
         print("error: %s" % exc, file=sys.stderr)
         return 2
     out = args.output_dir or spec.get("output_dir") or os.path.join("runs", spec.get("model_name", "lprnet"))
+    if args.epochs:
+        spec["training_config"]["num_epochs"] = args.epochs
+    if args.time_budget:
+        spec["training_config"]["time_budget_minutes"] = args.time_budget
     try:
         model, characters, history = train(spec, out, resume=args.resume, init_from=args.init_from,
                                            progress=not args.no_progress, device=args.device)
@@ -33,17 +37,17 @@ def _train(args):
         name = spec.get("model_name", "lprnet")
         path = os.path.join(args.export, name + ".onnx") if os.path.isdir(args.export) else args.export
         region = spec["dataset_config"].get("synthetic", {}).get("region", "us")
-        return _export_checked(model, characters, path, generate_synthetic(region, 256, seed=12345, workers=1)[0])
+        return _export_checked(model, characters, path, generate_synthetic(region, 256, seed=12345, workers=1)[0],
+                               args.fp16_weights)
     return 0
 
 
 def _export_checked(model, characters, path, images, fp16_weights=False):
-    """ONNX with the deployable contract at `path`, checked against PyTorch on `images`, plus the FP16
-    weights beside it (the .pt that fine-tuning starts from). A model that fails the check is left beside
-    `path` (.unchecked) and never replaces what is there."""
+    """ONNX with the deployable contract at `path`, checked against PyTorch on `images` (fine-tuning starts
+    from this file itself: --init-from M.onnx). A model that fails the check is left beside `path`
+    (.unchecked) and never replaces what is there."""
     from edge.recognize.model import sha256_file
-    from edge.training.export import (check_same_reads, export_fp16_variant, export_onnx, save_weights,
-                                      store_weights_fp16)
+    from edge.training.export import check_same_reads, export_fp16_variant, export_onnx, store_weights_fp16
 
     staged = export_onnx(model, path + ".unchecked")
     if fp16_weights:
@@ -56,9 +60,7 @@ def _export_checked(model, characters, path, images, fp16_weights=False):
               file=sys.stderr)
         return 1
     os.replace(staged, path)
-    weights = save_weights(model, characters, os.path.splitext(path)[0] + ".pt")
-    print("exported %s (sha256 %s); ONNX Runtime and PyTorch agree on %d plates; weights for fine-tuning: %s"
-          % (path, sha256_file(path), len(images), weights))
+    print("exported %s (sha256 %s); ONNX Runtime and PyTorch agree on %d plates" % (path, sha256_file(path), len(images)))
     try:  # for TensorRT 11 (strongly typed: FP16 only where the graph says so), checked on plates, not noise
         plates = _check_plates(characters, images)
         variant, same = export_fp16_variant(model, path, plates)
@@ -231,13 +233,20 @@ def build_parser():
     p.add_argument("--spec", required=True, help="spec YAML (lpr_config, training_config, dataset_config)")
     p.add_argument("--output-dir", help="checkpoints and history (default: spec output_dir)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
-    p.add_argument("--init-from", help="checkpoint whose weights start this run (fine-tuning)")
-    p.add_argument("--export", help="folder or .onnx path to export the trained model to")
+    p.add_argument("--init-from", help="a checkpoint (.pt) or a shipped or exported ONNX whose weights start this "
+                                       "run (fine-tuning; an ONNX's BatchNorm statistics stay frozen)")
+    p.add_argument("--export", help="folder or .onnx path to export the trained model to (the epoch best on the "
+                                    "validation data, else the last)")
+    p.add_argument("--fp16-weights", action="store_true",
+                   help="export: store the weights as FP16 with casts to FP32 (half the file)")
+    p.add_argument("--epochs", type=int, help="epochs the schedule spans (overrides the spec's num_epochs)")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="stop and checkpoint after this long (overrides the spec's time_budget_minutes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help="train on a CUDA GPU or the CPU (default: the spec's training_config.device, else auto)")
     p.set_defaults(func=_train)
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (deployable contract) and FP16 weights (.pt)")
+    p = sub.add_parser("export", help="export a checkpoint (or re-export an ONNX) to ONNX with the deployable contract")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--output", required=True)
     p.add_argument("--fp16-weights", action="store_true",

@@ -68,17 +68,6 @@ def store_weights_fp16(path, min_elements=1024):
     return before, os.path.getsize(path)
 
 
-def save_weights(model, characters, path):
-    """The weights a user fine-tunes from (`lpr-edge-train train --init-from M.pt`): state dict in FP16
-    (half the size; upcast at load), model config and characters list. Written atomically."""
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    tmp = path + ".part"
-    torch.save({"model": state, "config": model.config.__dict__, "characters": list(characters),
-                "format": "lpr-edge-weights/1"}, tmp)
-    os.replace(tmp, path)
-    return path
-
-
 def check_same_reads(model, onnx_path, images, characters, tolerance=1e-3):
     """Decode `images` (uint8 [N,48,96,3]) with PyTorch and with ONNX Runtime; return the mismatches
     (index, PyTorch's text, ONNX Runtime's text, largest class-probability difference), a plate also counting

@@ -69,6 +69,9 @@ SPEC_SCHEMA = {
                 "time_budget_minutes": {"type": "number", "exclusiveMinimum": 0,
                                         "description": "Stop (and save) when this much wall time has passed."},
                 "threads": {"type": "integer", "minimum": 1, "description": "torch CPU threads."},
+                "freeze_batchnorm": {"type": "boolean",
+                                     "description": "Keep BatchNorm statistics fixed while fine-tuning (always so "
+                                                    "when --init-from is an ONNX, whose BatchNorms are folded)."},
                 "device": {"enum": ["auto", "cpu", "cuda"],
                            "description": "Where to train: auto (a CUDA GPU when torch sees one, else the CPU; "
                                           "default), cpu or cuda. The command line's --device overrides it."},
@@ -90,6 +93,16 @@ SPEC_SCHEMA = {
                                       "description": "Share of real crops given light pose/blur/noise each epoch."},
                 "real_augment_strength": {"type": "number", "minimum": 0, "maximum": 1.5,
                                           "description": "Pose and margin scale for real crops (default 0.3)."},
+                "detector_cut_prob": {"type": "number", "minimum": 0, "maximum": 1,
+                                      "description": "Share of real crops cut each epoch as a plate detector's box "
+                                                     "would (jittered sides, margin, low resolution upscaled); "
+                                                     "taken before real_augment_prob (the two add up to at most 1)."},
+                "detector_cut_jitter": {"type": "number", "minimum": 0, "maximum": 0.5,
+                                        "description": "Largest shift of each side of that box, as a share of the "
+                                                       "plate's size (default 0.08)."},
+                "detector_cut_margin": {"type": "number", "minimum": -0.2, "maximum": 0.5,
+                                        "description": "Margin the box is grown by around the plate (default 0.05, "
+                                                       "as detector.margin)."},
                 "tight_crop_prob": {"type": "number", "minimum": 0, "maximum": 1,
                                     "description": "Share of crops cut at the plate's own box, as a detector "
                                                    "delivers them; the rest get a loose margin (default 0.4)."},

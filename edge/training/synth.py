@@ -508,6 +508,29 @@ def augment(plate, rng, out_w=96, out_h=48, strength=1.0, tight_crop_prob=0.4, c
     return cv2.resize(np.ascontiguousarray(img), (out_w, out_h), interpolation=cv2.INTER_LINEAR)
 
 
+def detector_cut(crop, rng, jitter=0.08, margin=0.05, heights=(18, 40), out_w=96, out_h=48):
+    """A tight real crop as a plate detector's box cuts it: each side off by up to `jitter` of the plate's
+    size around `margin`, the plate seen `heights` px high (a gate camera's frame) and upscaled again,
+    sometimes JPEG'd. Outside the crop there is no scene: edge pixels repeated, mirrored or a background."""
+    from edge.evaluate import cut_as_detector
+
+    h, w = crop.shape[:2]
+    grow = margin + rng.uniform(-jitter, jitter, 4)
+    pad = int(np.ceil(max(0.0, grow.max()) * max(h, w))) + 1
+    fill = rng.random()
+    if fill < 0.4:
+        img = cut_as_detector(crop, grow, rng.uniform(*heights), cv2.BORDER_REPLICATE)
+    elif fill < 0.7:
+        img = cut_as_detector(crop, grow, rng.uniform(*heights), cv2.BORDER_REFLECT)
+    else:
+        img = cut_as_detector(crop, grow, rng.uniform(*heights), background=_background(rng, h + 2 * pad, w + 2 * pad))
+    if rng.random() < 0.4:
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img[:, :, ::-1]),
+                               [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 95))])
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+    return cv2.resize(np.ascontiguousarray(img), (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+
+
 PLATE_STYLE_KEYS = ("side_text_prob", "letter_i_weight", "province_bold")
 
 

@@ -13,6 +13,7 @@ from edge.dataset import DatasetError, load_characters, read_id_list, read_image
 from edge.recognize.decode import decode_batch
 from edge.training import synth
 from edge.training.synthset import SYNTH_CHUNK, augment_options, generate_synthetic, plate_style  # noqa: F401
+from edge.training.from_onnx import freeze_batchnorm
 from edge.training.model import LPRNet, LPRNetConfig
 
 log = logging.getLogger("edge.training")
@@ -106,15 +107,21 @@ def model_config(spec, n_chars):
                         width=lpr.get("width", 1.0))
 
 
-def save_checkpoint(path, model, optimizer, epoch, step, spec, characters):
+def save_checkpoint(path, model, optimizer, epoch, step, spec, characters, frozen_bn=False, history=()):
     tmp = path + ".part"
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
-                "spec": spec, "characters": characters, "config": model.config.__dict__}, tmp)
+                "spec": spec, "characters": characters, "config": model.config.__dict__, "frozen_bn": frozen_bn,
+                "history": list(history)},
+               tmp)
     os.replace(tmp, path)
 
 
-def load_model_from_checkpoint(path):
-    """A training checkpoint (runs/<name>/last.pt) or shipped weights (models/<name>.pt, FP16)."""
+def load_model_from_checkpoint(path, characters=None, config=None):
+    """A training checkpoint (runs/<name>/last.pt), FP16 weights (.pt files earlier releases shipped), or an ONNX
+    (models/<name>.onnx: its characters list is `characters`, else the file beside it or the manifest's).
+    An ONNX start has its BatchNorms folded: the checkpoint dict says so with "folded": True."""
+    if path.endswith(".onnx"):
+        return _load_onnx(path, characters, config)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
@@ -124,6 +131,27 @@ def load_model_from_checkpoint(path):
     model = LPRNet(LPRNetConfig(**ckpt["config"]))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
     return model, ckpt
+
+
+def _load_onnx(path, characters, config):
+    from edge.training.from_onnx import load_onnx_weights
+
+    if not os.path.exists(path):
+        raise DatasetError("%s: no such file" % path)
+    if characters is None:
+        characters = _characters_of(path)
+    model, config = load_onnx_weights(path, characters, config)
+    return model, {"characters": list(characters), "config": config.__dict__, "folded": True}
+
+
+def _characters_of(onnx_path):
+    """The characters list the daemon would use for this ONNX (manifest entry, region default, file beside it)."""
+    from edge.recognize.model import ModelError, _default_characters, manifest_entry
+
+    try:
+        return load_characters(_default_characters(onnx_path, manifest_entry(onnx_path)[0]))
+    except ModelError as exc:
+        raise DatasetError(str(exc))
 
 
 def build_sets(spec, characters, seed):
@@ -189,11 +217,15 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True, device=
     char_index = {c: i for i, c in enumerate(characters)}
     os.makedirs(output_dir, exist_ok=True)
     ckpt_path = os.path.join(output_dir, "last.pt")
+    best_path = os.path.join(output_dir, "best.pt")
+    best_val = -1.0
+    history = []
 
     model = LPRNet(model_config(spec, len(characters)))
     start_epoch, step = 0, 0
+    frozen_bn = False
     if init_from:
-        src, ckpt = load_model_from_checkpoint(init_from)
+        src, ckpt = load_model_from_checkpoint(init_from, characters, model.config)
         if ckpt["characters"] != characters:
             raise DatasetError("%s: trained with another characters list than %s"
                                % (init_from, spec["dataset_config"]["characters_list_file"]))
@@ -201,7 +233,9 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True, device=
             raise DatasetError("%s: its architecture %s differs from the spec's lpr_config %s"
                                % (init_from, src.config, model.config))
         model.load_state_dict(src.state_dict())
-        log.info("fine-tuning from %s", init_from)
+        # an ONNX's BatchNorms are folded into its convolutions: batch statistics would undo that
+        frozen_bn = bool(ckpt.get("folded")) or bool(tcfg.get("freeze_batchnorm"))
+        log.info("fine-tuning from %s%s", init_from, " (BatchNorm statistics frozen)" if frozen_bn else "")
     model.to(device)
     opt_name = tcfg.get("optimizer", "adam")
     lr_cfg = tcfg.get("learning_rate", {})
@@ -216,6 +250,9 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True, device=
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, step = ckpt["epoch"], ckpt["step"]
+        frozen_bn = frozen_bn or bool(ckpt.get("frozen_bn"))
+        history = list(ckpt.get("history", []))
+        best_val = max([h["val_plate_accuracy"] for h in history if not math.isnan(h["val_plate_accuracy"])] or [-1.0])
         log.info("resuming %s at epoch %d", ckpt_path, start_epoch)
 
     train_x, train_y, n_synth, (val_x, val_y) = build_sets(spec, characters, seed)
@@ -223,6 +260,8 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True, device=
     real_aug = aug.get("real_augment_prob", 0.0)
     # real crops get a lighter pose/margin than synthetic ones, through the same capture path
     real_aug_options = dict(augment_options(aug), strength=aug.get("real_augment_strength", 0.3))
+    detector_cut = aug.get("detector_cut_prob", 0.0)
+    detector_cut_options = {"jitter": aug.get("detector_cut_jitter", 0.08), "margin": aug.get("detector_cut_margin", 0.05)}
     batch = tcfg.get("batch_size_per_gpu", 64)
     epochs = tcfg.get("num_epochs", 10)
     steps_per_epoch = int(math.ceil(len(train_y) / float(batch)))
@@ -231,7 +270,6 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True, device=
     started = time.time()
     deadline = started + budget * 60 if budget else None
     ctc = torch.nn.CTCLoss(blank=len(characters), zero_infinity=True)
-    history = []
     rng = np.random.default_rng(seed + start_epoch)
     try:
         from tqdm import tqdm
@@ -240,6 +278,8 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True, device=
     stopped_early = False
     for epoch in range(start_epoch, epochs):
         model.train()
+        if frozen_bn:
+            freeze_batchnorm(model)
         order = rng.permutation(len(train_y))
         bar = range(steps_per_epoch)
         if progress and tqdm is not None:
@@ -248,10 +288,15 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True, device=
         for i in bar:
             idx = order[i * batch:(i + 1) * batch]
             x = train_x[idx]
-            if real_aug > 0:
+            if real_aug > 0 or detector_cut > 0:
                 x = x.copy()
                 for j, k in enumerate(idx):
-                    if k >= n_synth and rng.random() < real_aug:
+                    if k < n_synth:
+                        continue
+                    draw = rng.random()
+                    if draw < detector_cut:  # as the detect stage will cut it (edge/detect/zones.py crop_box)
+                        x[j] = synth.detector_cut(x[j], rng, **detector_cut_options)
+                    elif draw < detector_cut + real_aug:
                         x[j] = synth.augment(x[j], rng, **real_aug_options)
             targets, lengths = encode_targets([train_y[k] for k in idx], char_index)
             lr = learning_rate(schedule_progress(step, total_steps, time.time() - started, budget), lr_cfg)
@@ -276,9 +321,17 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True, device=
         history.append({"epoch": epoch + 1, "loss": running, "val_plate_accuracy": val_acc, "step": step})
         log.info("epoch %d: loss %.4f, validation plate accuracy %.4f", epoch + 1, running, val_acc)
         if stopped_early or (epoch + 1) % tcfg.get("checkpoint_interval", 1) == 0 or epoch + 1 == epochs:
-            save_checkpoint(ckpt_path, model, optimizer, epoch + 1, step, spec, characters)
+            save_checkpoint(ckpt_path, model, optimizer, epoch + 1, step, spec, characters, frozen_bn, history)
+        if val_y and val_acc > best_val:  # the validation parts pick the epoch that is exported
+            best_val = val_acc
+            save_checkpoint(best_path, model, optimizer, epoch + 1, step, spec, characters, frozen_bn, history)
+            log.info("epoch %d is the best on validation so far: %s", epoch + 1, best_path)
         if stopped_early:
             log.info("time budget of %s minutes reached after %d steps; checkpoint saved", budget, step)
             break
+    if val_y and os.path.exists(best_path):
+        best = torch.load(best_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(best["model"])
+        log.info("returning epoch %d, the best on validation (plate accuracy %.4f)", best["epoch"], best_val)
     model.eval()
     return model.cpu(), characters, history
