@@ -95,8 +95,9 @@ train-ch: setup-train
 
 # Fine-tune the shipped models, from their own ONNX files, on the train parts of the real crops in
 # ../shared/data/real (configs/training/splits/, scripts/make_splits.py); the val parts pick the epoch.
-# Runs stay outside the repository (RUNS); the result replaces models/<name>.onnx: measure it with make evaluate
-# once, then update the manifest (scripts/update_manifest.py).
+# Runs stay outside the repository (RUNS); the result replaces models/<name>.onnx, which the daemon refuses
+# until scripts/update_manifest.py has written its sha256 (and measured it on the val and eval parts). To try
+# a model first: export it elsewhere and run make evaluate-val MODELS=<that folder>.
 RUNS ?= $(HOME)/.cache/lpr-edge/runs
 finetune-us finetune-ch: finetune-%: setup-train
 	$(BIN)/python -m edge.training train --spec configs/training/$*_mid_finetune.yaml \

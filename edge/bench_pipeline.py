@@ -193,6 +193,8 @@ def run_once(data, source_name, base_dir, cameras, seconds, state_dir, source=No
         dropped = {cid: after["dropped"].get(cid, 0) - before["dropped"].get(cid, 0) for cid in after["frames"]}
         model_cpu = _model_cpu(app, crops, batches, det_frames, det_batches)
     finally:
+        backend = app.recognizer.backend
+        backend_name, fallback = backend.name, getattr(backend, "fallback_reason", None)
         app.stop_event.set()
         app.stop()
         arrivals.close()
@@ -211,6 +213,8 @@ def run_once(data, source_name, base_dir, cameras, seconds, state_dir, source=No
         "rss_mb": round(rss_max / 1e6, 1), "rss_mb_start": round(rss_start / 1e6, 1),
         "model_cpu_percent": round(100 * model_cpu / wall, 1) if model_cpu is not None else None,
         "overhead": round(1 - model_cpu / cpu, 3) if model_cpu is not None and cpu > 0 else None,
+        # the backend that ran, not the one asked for (TensorRT falls back to ONNX Runtime where it cannot)
+        "backend": backend_name, "backend_fallback": fallback,
     }
 
 
@@ -297,8 +301,7 @@ def run(camera_counts, seconds, mode="roi", fps=None, config_path=None, detect_f
             broker.stop()
         shutil.rmtree(work, ignore_errors=True)
     return {"machine": machine(), "date": datetime.date.today().isoformat(), "mode": mode, "fps": fps,
-            "config": config_path, "backend": (data.get("recognizer") or {}).get("backend", "onnxruntime"),
-            "runs": runs}
+            "config": config_path, "backend": runs[-1]["backend"] if runs else None, "runs": runs}
 
 
 def machine():

@@ -177,6 +177,9 @@ def cmd_evaluate(args):
         only = set().union(*(read_id_list(p) for p in args.only_ids)) if args.only_ids else None
         result = evaluate(recognizer, args.data, normalize or None, args.batch, args.limit,
                           keep_reads=args.show_errors or bool(args.contact_sheet), only_ids=only, crops=args.crops)
+    except (IOError, OSError) as exc:
+        print("error: %s: %s" % (getattr(exc, "filename", None) or "--only-ids", exc.strerror or exc), file=sys.stderr)
+        return EXIT_CONFIG
     except (ModelError, DatasetError, ValueError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return EXIT_CONFIG

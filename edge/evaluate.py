@@ -74,6 +74,7 @@ def cut_as_detector(image, grow, seen_h, border=None, background=None):
     import cv2
 
     h, w = image.shape[:2]
+    grow = [min(1.0, max(-0.2, g)) for g in grow]  # never cut more than a fifth of the plate a side
     left, right = int(round(grow[0] * w)), int(round(grow[2] * w))
     top, bottom = int(round(grow[1] * h)), int(round(grow[3] * h))
     pad = max(0, left, right, top, bottom)

@@ -166,8 +166,11 @@ def main():
             entry["finetune_history"] = [{"epoch": h["epoch"], "loss": round(h["loss"], 4),
                                           "val_plate_accuracy": round(h["val_plate_accuracy"], 4)} for h in hist]
             entry.pop("training_history", None)
-            scores = [h["val_plate_accuracy"] for h in entry["finetune_history"]]
-            entry["finetune_picked_epoch"] = scores.index(max(scores)) + 1  # the export: best on the val parts
+            picked, best = None, -1.0  # the export: the first epoch best on the val parts, as train.py picks it
+            for h in hist:
+                if h["val_plate_accuracy"] == h["val_plate_accuracy"] and h["val_plate_accuracy"] > best:
+                    picked, best = h["epoch"], h["val_plate_accuracy"]
+            entry["finetune_picked_epoch"] = picked
         if not args.skip_eval and os.path.isdir(REAL):
             entry["validation"] = accuracy_block(region, info, "val")
             entry["accuracy"] = accuracy_block(region, info, "eval")

@@ -113,7 +113,7 @@ def test_detector_crop_is_jittered_the_same_each_run():
     plate = np.zeros((150, 320, 3), np.uint8)
     plate[30:120, 40:280] = 255
     a, b, c = detector_crop(plate, "0001"), detector_crop(plate, "0001"), detector_crop(plate, "0002")
-    assert np.array_equal(a, b) and a.shape != c.shape or not np.array_equal(a, c)
+    assert np.array_equal(a, b) and (a.shape != c.shape or not np.array_equal(a, c))
     for key in ("%04d" % i for i in range(50)):
         crop = detector_crop(plate, key)
         assert DETECTOR_HEIGHTS[0] <= crop.shape[0] < DETECTOR_HEIGHTS[1] and crop.flags["C_CONTIGUOUS"]

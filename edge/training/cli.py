@@ -226,6 +226,18 @@ def _detect_split(args):
     return 0
 
 
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a number" % text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError("must be above 0, got %s" % text)
+        return value
+    return parse
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="lpr-edge-train", description=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -239,8 +251,8 @@ def build_parser():
                                     "validation data, else the last)")
     p.add_argument("--fp16-weights", action="store_true",
                    help="export: store the weights as FP16 with casts to FP32 (half the file)")
-    p.add_argument("--epochs", type=int, help="epochs the schedule spans (overrides the spec's num_epochs)")
-    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+    p.add_argument("--epochs", type=_positive(int), help="epochs the schedule spans (overrides the spec's num_epochs)")
+    p.add_argument("--time-budget", type=_positive(float), metavar="MINUTES",
                    help="stop and checkpoint after this long (overrides the spec's time_budget_minutes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"),
@@ -267,9 +279,9 @@ def build_parser():
     p.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help="train on a CUDA GPU or the CPU (default: the spec's training_config.device, else auto)")
     p.add_argument("--workers", type=int, help="data-loading processes (default: the spec's, else 0)")
-    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+    p.add_argument("--time-budget", type=_positive(float), metavar="MINUTES",
                    help="stop (checkpoint, validate) after this many minutes (overrides the spec's)")
-    p.add_argument("--epochs", type=int, help="epochs the schedule spans (overrides the spec's num_epochs)")
+    p.add_argument("--epochs", type=_positive(int), help="epochs the schedule spans (overrides the spec's num_epochs)")
     p.add_argument("--batch-size", type=int, help="overrides the spec's batch_size")
     p.add_argument("--data", help="scene root (overrides the spec's dataset_config.path)")
     p.add_argument("--export", metavar="OUT.onnx", help="export the best-val checkpoint to ONNX (or a folder)")

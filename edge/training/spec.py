@@ -97,7 +97,7 @@ SPEC_SCHEMA = {
                                       "description": "Share of real crops cut each epoch as a plate detector's box "
                                                      "would (jittered sides, margin, low resolution upscaled); "
                                                      "taken before real_augment_prob (the two add up to at most 1)."},
-                "detector_cut_jitter": {"type": "number", "minimum": 0, "maximum": 0.5,
+                "detector_cut_jitter": {"type": "number", "minimum": 0, "maximum": 0.25,
                                         "description": "Largest shift of each side of that box, as a share of the "
                                                        "plate's size (default 0.08)."},
                 "detector_cut_margin": {"type": "number", "minimum": -0.2, "maximum": 0.5,

@@ -234,7 +234,7 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True, device=
                                % (init_from, src.config, model.config))
         model.load_state_dict(src.state_dict())
         # an ONNX's BatchNorms are folded into its convolutions: batch statistics would undo that
-        frozen_bn = bool(ckpt.get("folded")) or bool(tcfg.get("freeze_batchnorm"))
+        frozen_bn = bool(ckpt.get("folded") or ckpt.get("frozen_bn") or tcfg.get("freeze_batchnorm"))
         log.info("fine-tuning from %s%s", init_from, " (BatchNorm statistics frozen)" if frozen_bn else "")
     model.to(device)
     opt_name = tcfg.get("optimizer", "adam")
@@ -252,6 +252,9 @@ def train(spec, output_dir, resume=False, init_from=None, progress=True, device=
         start_epoch, step = ckpt["epoch"], ckpt["step"]
         frozen_bn = frozen_bn or bool(ckpt.get("frozen_bn"))
         history = list(ckpt.get("history", []))
+        if os.path.exists(best_path):  # a best.pt of epochs after last.pt (checkpoint_interval > 1) is stale
+            if torch.load(best_path, map_location="cpu", weights_only=False)["epoch"] > start_epoch:
+                os.remove(best_path)
         best_val = max([h["val_plate_accuracy"] for h in history if not math.isnan(h["val_plate_accuracy"])] or [-1.0])
         log.info("resuming %s at epoch %d", ckpt_path, start_epoch)
 
