@@ -105,6 +105,9 @@ def test_per_set_counts_several_split_files_and_detector_crops(tmp_path):
     result = run_cli(*(args + ("--crops", "detector")))
     assert result.returncode == 0 and json.loads(result.stdout.strip().splitlines()[-1])["crops"] == "detector"
     assert run_cli(*(args + ("--crops", "loose"))).returncode == 2
+    missing = run_cli("evaluate", "--model", model, "--data", str(tmp_path), "--characters", chars,
+                      "--only-ids", str(tmp_path / "no-such-split.txt"))
+    assert missing.returncode == 2 and "no-such-split.txt" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_detector_crop_is_jittered_the_same_each_run():
