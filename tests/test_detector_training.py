@@ -121,6 +121,100 @@ def test_tiny_training_resumes_and_exports_the_contract(tmp_path, capsys):
     assert cov.shape == (3, 1, 4, 8) and bbox.shape == (3, 4, 4, 8) and 0 <= cov.min() and cov.max() <= 1
 
 
+def test_giou_loss_is_zero_on_the_target_and_independent_of_plate_size():
+    """The GIoU term reads the bbox planes as the runtime decoder does: a perfect box costs 0; the same
+    relative error costs the same on a 20 px plate and a 200 px one (L1 on the planes grows with size)."""
+    from edge.detect.contracts import encode_detectnet
+    from edge.training.detect.train import _decoded, giou_loss
+
+    def planes(box):
+        return torch.from_numpy(encode_detectnet(np.array([box], np.float32), 18, 32, 288, 512))[None]
+
+    small, big = [100, 100, 120, 106], [100, 100, 300, 160]
+    for box in (small, big):
+        t = planes(box)
+        x1, y1, x2, y2 = (v[0, 5, 7].item() for v in _decoded(t))
+        assert np.allclose([x1, y1, x2, y2], box, atol=1e-3)
+        assert giou_loss(t, t).abs().max().item() < 1e-5
+    # each box widened by 10% of its width on the right: the same IoU, 1/1.1
+    loss_small = giou_loss(planes([100, 100, 122, 106]), planes(small))[0, 5, 7].item()
+    loss_big = giou_loss(planes([100, 100, 320, 160]), planes(big))[0, 5, 7].item()
+    assert abs(loss_small - (1 - 1 / 1.1)) < 1e-4 and abs(loss_big - loss_small) < 1e-4
+    l1_small = (planes([100, 100, 122, 106]) - planes(small)).abs().sum().item()
+    l1_big = (planes([100, 100, 320, 160]) - planes(big)).abs().sum().item()
+    assert l1_big > 9 * l1_small
+
+
+@needs_data
+def test_fine_tune_from_an_exported_onnx_starts_from_its_weights(tmp_path, capsys):
+    """--init-from an exported detector ONNX: the weights read back give the file's outputs (BatchNorm folded,
+    so its statistics stay frozen, recorded in the checkpoint); a file of another model is one line, exit 2."""
+    from edge.training.detect.train import load_detector, model_config
+    from edge.training.from_onnx import load_detector_onnx
+    from edge.training.detect.spec import load_detect_spec
+    from edge.infer.onnxruntime_backend import OnnxRuntimeSession
+
+    path = tmp_path / "s.yaml"
+    # a checkpoint (validation) after every step: training goes on after each with BatchNorm still frozen
+    path.write_text((TINY % (2, DATA, os.path.join(SPLITS, "detect_train.txt"), os.path.join(SPLITS, "detect_val.txt")))
+                    .replace("checkpoint_minutes: 60", "checkpoint_minutes: 0.000001"))
+    first, onnx_path = str(tmp_path / "first"), str(tmp_path / "tiny.onnx")
+    assert train_main(["detect", "--spec", str(path), "--output-dir", first, "--device", "cpu",
+                       "--export", onnx_path]) == 0
+    cfg = model_config(load_detect_spec(str(path)))
+    model = load_detector_onnx(onnx_path, cfg)
+    batch = np.random.default_rng(1).random((2, 3, 64, 128), dtype=np.float32)
+    cov, bbox = OnnxRuntimeSession(onnx_path).run({"input_1:0": batch}, ["output_cov/Sigmoid:0",
+                                                                         "output_bbox/BiasAdd:0"])
+    with torch.no_grad():
+        cov_t, bbox_t = model(torch.from_numpy(batch))
+    assert np.abs(torch.sigmoid(cov_t).numpy() - cov).max() < 1e-5 and np.abs(bbox_t.numpy() - bbox).max() < 1e-4
+    tuned = str(tmp_path / "tuned")
+    assert train_main(["detect", "--spec", str(path), "--output-dir", tuned, "--device", "cpu",
+                       "--init-from", onnx_path]) == 0
+    _, ckpt = load_detector(os.path.join(tuned, "last.pt"))
+    assert ckpt["frozen_bn"] is True and ckpt["init_from"] == onnx_path and ckpt["step"] == 2
+    # the starting model was validated first: best.pt is a trained one only where it did better on val
+    assert [(h["step"], h["reason"]) for h in ckpt["history"]][:2] == [(0, "init"), (1, "interval")]
+    assert ckpt["history"][0]["loss"] is None
+    # the running statistics stayed those of the folded file (identity), though the model trained
+    bn = [v for k, v in ckpt["model"].items() if k.endswith("running_mean")]
+    assert bn and all(float(v.abs().max()) == 0.0 for v in bn)
+    capsys.readouterr()
+    lprnet = os.path.join(ROOT, "models", "us_lprnet_baseline10_mid.onnx")
+    assert train_main(["detect", "--spec", str(path), "--output-dir", str(tmp_path / "bad"), "--device", "cpu",
+                       "--init-from", lprnet]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and lprnet in err[0] and "not an lpr-edge detector" in err[0]
+
+
+@needs_data
+def test_data_workers_do_not_hang_after_opencv_ran_threaded(tmp_path):
+    """A data worker forked while OpenCV's thread pool exists hung at its first OpenCV call (a CPU run with
+    --workers 1 stuck for good, 0% CPU): the trainer turns OpenCV's threads off before it forks."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.yaml"
+    path.write_text(TINY % (3, DATA, os.path.join(SPLITS, "detect_train.txt"), os.path.join(SPLITS, "detect_val.txt")))
+    code = ("import numpy as np, cv2; big = np.zeros((720, 1280, 3), np.uint8)\n"
+            "for _ in range(10): cv2.warpPerspective(big, np.eye(3), (1280, 720)); cv2.resize(big, (512, 288))\n"
+            "from edge.training.cli import main; raise SystemExit(main(%r))"
+            % ["detect", "--spec", str(path), "--output-dir", str(tmp_path / "run"), "--device", "cpu",
+               "--workers", "1"])
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        out = proc.communicate(timeout=120)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)  # the trainer and its hung worker
+        proc.communicate()
+        pytest.fail("training with --workers 1 hung (120 s)")
+    assert proc.returncode == 0, out.decode()[-2000:]
+    with open(str(tmp_path / "run" / "history.json")) as f:
+        assert json.load(f)[-1]["step"] == 3
+
+
 @needs_data
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on a GPU machine)")

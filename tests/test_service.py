@@ -160,6 +160,8 @@ def test_healthz_ok_and_metrics_parse(broker, tmp_path):
         assert states["streaming"] == 1.0
         assert "lpr_edge_outbox_events" in families and "lpr_edge_model_load_seconds" in families
         assert {s.labels["result"] for s in families["lpr_edge_reads_plate_format"].samples} == {"refit", "miss"}
+        assert {s.labels["reason"] for s in families["lpr_edge_reads_rejected"].samples} == {
+            "too_short", "at_edge", "low_confidence", "format", "fragment"}
     finally:
         proc.kill()
         proc.wait()

@@ -10,8 +10,8 @@ def config(**kw):
     return TrackingConfig(**base)
 
 
-def read(text, ts, score=0.9, camera="gate", roi="lane1"):
-    return PlateRead(camera, roi, ts, 1000.0 + ts, text, score, [score] * len(text), None, [0, 0, 10, 5])
+def read(text, ts, score=0.9, camera="gate", roi="lane1", box=(0, 0, 10, 5)):
+    return PlateRead(camera, roi, ts, 1000.0 + ts, text, score, [score] * len(text), None, list(box))
 
 
 def feed(tracker, reads):
@@ -111,3 +111,72 @@ def test_known_plates_match_within_distance():
     assert known.match("XYZ780") == "Bob"
     assert known.match("QQQ111") is None
     assert KnownPlates({"A": ["ABC123"]}, 0).match("A8C123") is None
+
+
+def test_a_fragment_of_an_open_track_is_no_second_event():
+    """A car leaving the frame: its plate half hidden reads as a strict part of the plate (`4455` after
+    `SG94455`), the box far from the last one. That is the same car: no track, no event, counted
+    `fragment`; the fragments keep the track alive, so the plate read again a moment later is no new car."""
+    t = Tracker(config(min_reads=2, expire_s=1.0))
+    out = feed(t, [read("SG94455", 0.0), read("SG94455", 0.1)])
+    assert [x.text for x in out] == ["SG94455"]
+    out = feed(t, [read("4455", 0.2 + 0.2 * i) for i in range(4)])
+    out += feed(t, [read("94455", 1.0), read("94455", 1.1)])  # within expire_s of the last whole read
+    assert out == [] and t.rejected["fragment"] == 6 and t.open_tracks() == 1
+    assert feed(t, [read("SG94455", 1.9)]) == []  # within expire_s of the last fragment: the same track
+    assert t.close_all() == []
+    # a plate that merely shares characters, or any text once the track has expired, is a car of its own
+    t = Tracker(config(min_reads=2, expire_s=1.0))
+    feed(t, [read("SG94455", 0.0), read("SG94455", 0.1)])
+    assert [x.text for x in feed(t, [read("4455X", 0.2), read("4455X", 0.3)])] == ["4455X"]
+    assert [x.text for x in feed(t, [read("4455", 5.0), read("4455", 5.1)])] == ["4455"]
+
+
+def test_a_plate_coming_into_view_joins_the_track_of_its_part():
+    """The plate entering the frame reads `SG94` first: the whole plate then joins that track and outvotes
+    the part, one event with the whole text."""
+    t = Tracker(config(min_reads=3, expire_s=1.0))
+    out = feed(t, [read("SG94", 0.0), read("SG94", 0.1)])
+    out += feed(t, [read("SG94455", 0.2 + 0.1 * i) for i in range(3)])
+    assert [(x.text, x.reads) for x in out] == [("SG94455", 5)]
+    assert t.close_all() == [] and t.rejected["fragment"] == 0
+
+
+def test_detected_fragment_far_from_the_last_box_is_no_second_event():
+    """Mode detect: the plate leaving the frame, its box small and away from the last one (no box match)."""
+    t = Tracker(config(min_reads=2, expire_s=1.0))
+    feed(t, [read("SG94455", 0.1 * i, roi="plate", box=(600 + 40 * i, 300, 120, 40)) for i in range(3)])
+    out = feed(t, [read("4455", 0.4 + 0.1 * i, roi="plate", box=(900, 310, 50, 30)) for i in range(3)])
+    assert out == [] and t.rejected["fragment"] == 3 and t.close_all() == []
+
+
+def test_a_plate_that_is_part_of_the_previous_cars_is_a_car_of_its_own():
+    """Swiss plates are a canton and 1-6 digits: ZH1234 after ZH123456 is another car once the first has
+    gone (fragments extend a track only within expire_s of its last vote), as is a known plate at once, and
+    in mode detect a part read far from the track's box."""
+    t = Tracker(config(min_reads=2, expire_s=1.0))
+    feed(t, [read("ZH123456", 0.0), read("ZH123456", 0.1)])
+    out = feed(t, [read("ZH1234", 0.3 + 0.5 * i) for i in range(40)])  # waits 20 s at the gate
+    assert [x.text for x in out] == ["ZH1234"] and t.rejected["fragment"] <= 2
+    t = Tracker(config(min_reads=2, known_plates={"neighbour": ["ZH1234"]}))
+    feed(t, [read("ZH123456", 0.0), read("ZH123456", 0.1)])
+    assert [x.text for x in feed(t, [read("ZH1234", 0.2), read("ZH1234", 0.3)])] == ["ZH1234"]
+    t = Tracker(config(min_reads=2))
+    feed(t, [read("ZH123456", 0.1 * i, roi="plate", box=(100, 600, 120, 40)) for i in range(2)])
+    out = feed(t, [read("ZH1234", 0.2 + 0.1 * i, roi="plate", box=(900, 100, 100, 35)) for i in range(2)])
+    assert [x.text for x in out] == ["ZH1234"] and t.rejected["fragment"] == 0
+
+
+def test_a_tie_goes_to_the_whole_plate_not_its_part():
+    """One read each of SG94 and SG94455: the part's score is a product of fewer characters, so higher; the
+    event still carries the whole plate."""
+    t = Tracker(config(min_reads=2))
+    feed(t, [read("SG94", 0.0, score=0.95), read("SG94455", 0.1, score=0.8)])
+    assert [(x.text, x.reads) for x in t.close_all()] == [("SG94455", 2)]
+
+
+def test_detected_part_far_away_does_not_join_another_cars_track():
+    t = Tracker(config(min_reads=3))
+    feed(t, [read("1234", 0.0, roi="plate", box=(0, 0, 60, 20))])
+    feed(t, [read("XY12345", 0.1, roi="plate", box=(900, 400, 120, 40))])
+    assert t.open_tracks() == 2

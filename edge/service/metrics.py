@@ -4,6 +4,8 @@ batch size) are observed by the recognizer worker."""
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from edge.track.tracker import REJECT_REASONS
+
 CAMERA_STATES = ("starting", "streaming", "reconnecting", "ended", "failed")
 
 
@@ -55,7 +57,7 @@ class _AppCollector:
         yield reads
         rejected = CounterMetricFamily("lpr_edge_reads_rejected", "Reads that never joined a track, by reason",
                                        labels=["reason"])
-        for reason in ("too_short", "low_confidence", "format"):
+        for reason in REJECT_REASONS:
             rejected.add_metric([reason], tracker.rejected[reason])
         yield rejected
         refits = CounterMetricFamily("lpr_edge_reads_plate_format",

@@ -12,6 +12,15 @@ text is likely truncated); they are counted by reason.
 Plates found by the detector (roi 'plate') move through the frame: a read that matches no track by text
 joins the track whose last box its box overlaps (tracking.box_iou) if at most half its characters differ,
 so a car driving through, its plate growing or partly hidden, stays one track and one event.
+
+A read whose text is a strict part of an open track's text, more than `max_edit_distance` shorter (`4455`
+while `SG94455` is open: the plate half out of the frame or hidden as the car leaves) is a fragment: it keeps
+that track alive, and its box followed, but is no vote and starts no track of its own (a second event for one
+car); it is counted as rejected (`fragment`). Only within `expire_s` of the track's last vote, and in mode
+detect only near the track's last box: a plate that is part of the previous car's (Swiss `ZH1234` after
+`ZH123456`) is a car of its own once the first has gone, as is a read that is one of the known plates. The
+other way round, a read that holds an open, not yet emitted track's text (the plate coming into view) joins
+that track, where the whole text soon outvotes the part; a part already read `min_reads` times was an event.
 """
 import collections
 import re
@@ -22,6 +31,7 @@ PlateRead = namedtuple("PlateRead", "camera_id roi_id timestamp wall_time text s
                                     "det_score zone at_edge")
 PlateRead.__new__.__defaults__ = (None, "", False)  # reads of fixed ROIs: no detector score, no zone
 
+REJECT_REASONS = ("too_short", "at_edge", "low_confidence", "format", "fragment")  # why a read joined no track
 DETECT_ROI = "plate"  # edge.detect.zones.DETECT_ROI: crops cut from detected boxes
 WALL_SLACK_S = 2.0  # a camera that stops sending frames closes its tracks this long after expire_s
 
@@ -60,8 +70,13 @@ class Track:
         self.counts = collections.Counter()
         self.best_by_text = {}
         self.first, self.last = read, read
+        self.last_vote = read  # the last read that counted for a text (fragments only follow)
         self.emitted = False
         self.add(read)
+
+    def follow(self, read):
+        """A fragment of this track's plate: the track lives on and follows its box; no vote."""
+        self.last = read
 
     def add(self, read):
         self.reads += 1
@@ -69,12 +84,16 @@ class Track:
         best = self.best_by_text.get(read.text)
         if best is None or read.score > best.score:
             self.best_by_text[read.text] = read
-        self.last = read
+        self.last = self.last_vote = read
 
     @property
     def text(self):
-        """The winning text: most reads, then the highest score."""
-        return max(self.counts, key=lambda t: (self.counts[t], self.best_by_text[t].score))
+        """The winning text: most reads; among those, not one that is part of another (a shorter text scores
+        higher, its score a product of fewer characters), then the highest score."""
+        top = max(self.counts.values())
+        tied = [t for t in self.counts if self.counts[t] == top]
+        whole = [t for t in tied if not any(t != u and t in u for u in tied)]
+        return max(whole, key=lambda t: self.best_by_text[t].score)
 
     @property
     def best(self):
@@ -90,6 +109,7 @@ class Tracker:
                 self.formats[camera_id] = re.compile(pattern)
         self.default_format = re.compile(config.format) if config.format else None
         self.replace_rules = [(re.compile(p), r) for p, r in config.replace_rules]
+        self.known = set(p for plates in (config.known_plates or {}).values() for p in plates)
         self.tracks = collections.defaultdict(list)  # (camera, roi) -> open tracks
         self.rejected = collections.Counter()  # reason -> reads
         self.dropped_tracks = 0  # tracks that ended with fewer than min_reads reads
@@ -141,8 +161,17 @@ class Tracker:
             dist = edit_distance(read.text, track.text, limit)
             if dist < best_dist:
                 best, best_dist = track, dist
+        if best is None:
+            host = self._fragment_of(key, read)
+            if host is not None:
+                host.follow(read)
+                self.last_reason = "fragment"
+                self.rejected["fragment"] += 1
+                return out
         if best is None and read.roi_id == DETECT_ROI:
             best = self._by_box(key, read)
+        if best is None:
+            best = self._holding(key, read)
         if best is None:
             best = Track(read)
             self.tracks[key].append(best)
@@ -166,6 +195,32 @@ class Tracker:
                     len(track.text) // 2:
                 best, best_iou = track, overlap
         return best
+
+    def _fragment_of(self, key, read):
+        """The open track (most reads first) whose plate `read` is a strict part of, if any: voted on within
+        expire_s, and in mode detect with its last box near this read's."""
+        if read.text in self.known:
+            return None
+        hosts = [t for t in self.tracks[key] if len(read.text) < len(t.text) and read.text in t.text and
+                 read.timestamp - t.last_vote.timestamp <= self.config.expire_s and self._near(t, read)]
+        return max(hosts, key=lambda t: t.reads) if hosts else None
+
+    def _holding(self, key, read):
+        """The open track, not yet emitted, whose text is a strict part of this read's (a plate coming into
+        view); in mode detect its last box near this read's."""
+        parts = [t for t in self.tracks[key] if not t.emitted and len(t.text) < len(read.text) and
+                 t.text in read.text and self._near(t, read)]
+        return max(parts, key=lambda t: len(t.text)) if parts else None
+
+    @staticmethod
+    def _near(track, read):
+        """Fixed ROIs: always (one ROI, one lane). Detected plates: the read's box within two widths and one
+        height of the track's last box (a plate moves about that far between detections as a car leaves)."""
+        if read.roi_id != DETECT_ROI or not track.last.box or not read.box:
+            return True
+        x, y, w, h = track.last.box
+        rx, ry, rw, rh = read.box
+        return rx < x + 3 * w and rx + rw > x - 2 * w and ry < y + 2 * h and ry + rh > y - h
 
     def _expire(self, key, now):
         old = [t for t in self.tracks[key] if now - t.last.timestamp > self.config.expire_s]

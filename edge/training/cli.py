@@ -172,7 +172,8 @@ def _detect(args):
         if args.checkpoint:
             model, _ = load_detector(args.checkpoint)
         else:
-            model, _ = train_detector(spec, out, resume=args.resume, device=args.device, workers=args.workers)
+            model, _ = train_detector(spec, out, resume=args.resume, device=args.device, workers=args.workers,
+                                      init_from=args.init_from)
             model, _ = load_detector(os.path.join(out, "best.pt")) if os.path.exists(
                 os.path.join(out, "best.pt")) else (model, None)
     except DatasetError as exc:
@@ -280,8 +281,12 @@ def build_parser():
                    help="train on a CUDA GPU or the CPU (default: the spec's training_config.device, else auto)")
     p.add_argument("--workers", type=int, help="data-loading processes (default: the spec's, else 0)")
     p.add_argument("--time-budget", type=_positive(float), metavar="MINUTES",
-                   help="stop (checkpoint, validate) after this many minutes (overrides the spec's)")
+                   help="stop (checkpoint, validate) when the run has trained this many minutes in all, resumes "
+                   "included; the learning rate anneals by then (overrides the spec's)")
     p.add_argument("--epochs", type=_positive(int), help="epochs the schedule spans (overrides the spec's num_epochs)")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="start from this detector's weights: a shipped or exported ONNX (BatchNorm statistics then "
+                   "stay frozen) or a checkpoint .pt; a resumed run keeps its own")
     p.add_argument("--batch-size", type=int, help="overrides the spec's batch_size")
     p.add_argument("--data", help="scene root (overrides the spec's dataset_config.path)")
     p.add_argument("--export", metavar="OUT.onnx", help="export the best-val checkpoint to ONNX (or a folder)")

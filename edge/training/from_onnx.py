@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from edge.dataset import DatasetError
-from edge.training.model import BN_EPS, LPRNet, LPRNetConfig
+from edge.training.model import LPRNet, LPRNetConfig
 
 
 def _constants(graph):
@@ -35,14 +35,14 @@ def _gates_onnx_to_torch(w, hidden):
     return np.concatenate([i, f, c, o])
 
 
-def _conv_call_order(model):
+def _conv_call_order(model, input_hw=(48, 96)):
     """The model's convolutions in the order its forward pass runs them (the exporter's node order)."""
     order, hooks = [], []
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             hooks.append(module.register_forward_hook(lambda m, _i, _o: order.append(m)))
     with torch.no_grad():
-        model.eval()(torch.zeros(1, 3, 48, 96))
+        model.eval()(torch.zeros((1, 3) + tuple(input_hw)))
     for h in hooks:
         h.remove()
     return order
@@ -93,18 +93,8 @@ def load_onnx_weights(path, characters, config_hint=None):
     order = _conv_call_order(model)
     if len(order) != len(convs):
         raise DatasetError("%s: %d convolutions, the spec's model has %d" % (path, len(convs), len(order)))
-    pairs = _bn_after(model)
+    _load_folded_convs(path, model, order, weights, biases)
     with torch.no_grad():
-        for conv, w, b in zip(order, weights, biases):
-            if tuple(conv.weight.shape) != w.shape:
-                raise DatasetError("%s: a convolution is %s, the spec's model has %s (another width or layers)"
-                                   % (path, list(w.shape), list(conv.weight.shape)))
-            conv.weight.copy_(torch.from_numpy(np.array(w)))
-            bn = pairs[conv]
-            bn.weight.fill_(1.0)
-            bn.bias.copy_(torch.from_numpy(np.array(b)))
-            bn.running_mean.zero_()
-            bn.running_var.fill_(1.0 - BN_EPS)
         node = lstms[0]
         w_ih, w_hh = consts[node.input[1]][0], consts[node.input[2]][0]
         b = consts[node.input[3]][0] if len(node.input) > 3 and node.input[3] else np.zeros(8 * hidden, np.float32)
@@ -124,6 +114,54 @@ def load_onnx_weights(path, characters, config_hint=None):
         model.td_dense.weight.copy_(torch.from_numpy(np.array(dense_w)))
         model.td_dense.bias.copy_(torch.from_numpy(np.array(dense_b)))
     return model.eval(), config
+
+
+def _load_folded_convs(path, model, order, weights, biases):
+    """Each convolution's folded weight into the convolution; its folded bias into the BatchNorm after it (made
+    an identity), or into the convolution's own bias where none follows (a head)."""
+    pairs = _bn_after(model)
+    with torch.no_grad():
+        for conv, w, b in zip(order, weights, biases):
+            if tuple(conv.weight.shape) != w.shape:
+                raise DatasetError("%s: a convolution is %s, the spec's model has %s (another width or layers)"
+                                   % (path, list(w.shape), list(conv.weight.shape)))
+            conv.weight.copy_(torch.from_numpy(np.array(w)))
+            bn = pairs.get(conv)
+            if bn is None:
+                if conv.bias is None:
+                    raise DatasetError("%s: a convolution of the file has a bias the spec's model lacks" % path)
+                conv.bias.copy_(torch.from_numpy(np.array(b)))
+                continue
+            bn.weight.fill_(1.0)
+            bn.bias.copy_(torch.from_numpy(np.array(b)))
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+
+
+def load_detector_onnx(path, config):
+    """An lpr-edge plate detector ONNX (edge/training/detect/export.py's graph, the DetectNet_v2 contract) back
+    into PlateDetector(config), BatchNorm folded as above: fine-tune it with the statistics frozen."""
+    import onnx
+
+    from edge.training.detect.model import PlateDetector
+
+    try:
+        graph = onnx.load(path).graph
+    except Exception as exc:
+        raise DatasetError("%s: not an ONNX file: %s" % (path, exc))
+    consts = _constants(graph)
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    model = PlateDetector(config)
+    order = _conv_call_order(model, (config.input_height, config.input_width))
+    if len(convs) != len(order) or any(n.op_type == "LSTM" for n in graph.node):
+        raise DatasetError("%s: %d convolutions; the spec's detector (%s) has %d: not an lpr-edge detector of "
+                           "this model_config" % (path, len(convs), config.to_dict(), len(order)))
+    weights = [consts.get(n.input[1]) for n in convs]
+    biases = [consts.get(n.input[2]) if len(n.input) > 2 else None for n in convs]
+    if any(w is None for w in weights) or any(b is None for b in biases):
+        raise DatasetError("%s: a convolution's weights are not constants of the file" % path)
+    _load_folded_convs(path, model, order, weights, biases)
+    return model.eval()
 
 
 def _dense_weight(graph, consts, hidden, classes):

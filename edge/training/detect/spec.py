@@ -61,6 +61,8 @@ DETECT_SPEC_SCHEMA = {
                 "focal_gamma": {"type": "number", "minimum": 0},
                 "focal_alpha": _PROB,
                 "bbox_weight": {"type": "number", "minimum": 0, "description": "L1 on covered cells' bbox planes."},
+                "iou_weight": {"type": "number", "minimum": 0,
+                               "description": "1 - GIoU of covered cells' decoded boxes (0: none)."},
                 "coverage_shrink": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
                                     "description": "Positive cells: centre in the box shrunk to this share."},
             },

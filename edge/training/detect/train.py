@@ -15,10 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from edge.dataset import DatasetError
+from edge.detect.contracts import BBOX_OFFSET, BBOX_SCALE
 from edge.training.detect import data as D
 from edge.training.detect.model import DetectorConfig, PlateDetector
-from edge.training.detect.targets import detections, make_targets, metrics, split_boxes
-from edge.training.train import learning_rate, resolve_device
+from edge.training.detect.targets import STRIDE, detections, make_targets, metrics, split_boxes
+from edge.training.from_onnx import freeze_batchnorm
+from edge.training.train import learning_rate, resolve_device, schedule_progress
 
 log = logging.getLogger("edge.training.detect")
 
@@ -98,7 +100,36 @@ def to_input(images_uint8, device):
     return x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def _decoded(bbox):
+    """DetectNet_v2 bbox planes [N,4,Gh,Gw] -> (x1, y1, x2, y2) in input pixels, as contracts.decode_detectnet
+    reads them (stride-16 cells, scale 35, offset 0.5)."""
+    gh, gw = bbox.shape[-2:]
+    gx = (torch.arange(gw, device=bbox.device, dtype=bbox.dtype) * STRIDE + BBOX_OFFSET) / BBOX_SCALE
+    gy = (torch.arange(gh, device=bbox.device, dtype=bbox.dtype) * STRIDE + BBOX_OFFSET) / BBOX_SCALE
+    gx, gy = gx.view(1, 1, gw), gy.view(1, gh, 1)
+    return ((gx - bbox[:, 0]) * BBOX_SCALE, (gy - bbox[:, 1]) * BBOX_SCALE,
+            (bbox[:, 2] + gx) * BBOX_SCALE, (bbox[:, 3] + gy) * BBOX_SCALE)
+
+
+def giou_loss(bbox, t_bbox):
+    """Per cell 1 - GIoU of the decoded predicted and target boxes [N,Gh,Gw]. Unlike L1 on the planes it does
+    not grow with the plate's size, so a small plate's box counts as much as a close-up's: the IoU 0.5 that
+    the detector is measured at is what it pulls on."""
+    px1, py1, px2, py2 = _decoded(bbox)
+    tx1, ty1, tx2, ty2 = _decoded(t_bbox)
+    pw, ph = (px2 - px1).clamp(min=0), (py2 - py1).clamp(min=0)
+    tw, th = (tx2 - tx1).clamp(min=0), (ty2 - ty1).clamp(min=0)
+    iw = (torch.min(px2, tx2) - torch.max(px1, tx1)).clamp(min=0)
+    ih = (torch.min(py2, ty2) - torch.max(py1, ty1)).clamp(min=0)
+    inter = iw * ih
+    union = (pw * ph + tw * th - inter).clamp(min=1e-6)
+    hull = ((torch.max(px2, tx2) - torch.min(px1, tx1)) * (torch.max(py2, ty2) - torch.min(py1, ty1))).clamp(min=1e-6)
+    return 1.0 - (inter / union - (hull - union) / hull)
+
+
 def detector_loss(cov_logit, bbox, t_cov, t_weight, t_bbox, lc):
+    """Focal (or BCE) coverage loss, L1 on the bbox planes of positive cells (bbox_weight), and where
+    loss_config.iou_weight is set 1 - GIoU of their decoded boxes; returns (total, coverage, box)."""
     n_pos = t_cov.sum().clamp(min=1.0)
     if lc.get("coverage", "focal") == "focal":
         gamma, alpha = lc.get("focal_gamma", 2.0), lc.get("focal_alpha", 0.25)
@@ -111,7 +142,12 @@ def detector_loss(cov_logit, bbox, t_cov, t_weight, t_bbox, lc):
         cov_loss = (F.binary_cross_entropy_with_logits(cov_logit, t_cov, reduction="none") * t_weight).sum() / \
             t_weight.sum().clamp(min=1.0)
     bbox_loss = ((bbox - t_bbox).abs() * t_cov).sum() / n_pos
-    return cov_loss + lc.get("bbox_weight", 5.0) * bbox_loss, cov_loss.detach(), bbox_loss.detach()
+    total = cov_loss + lc.get("bbox_weight", 5.0) * bbox_loss
+    if lc.get("iou_weight"):
+        iou_loss = (giou_loss(bbox, t_bbox) * t_cov[:, 0]).sum() / n_pos
+        total = total + lc["iou_weight"] * iou_loss
+        bbox_loss = bbox_loss + iou_loss
+    return total, cov_loss.detach(), bbox_loss.detach()
 
 
 class ValSet(object):
@@ -191,8 +227,23 @@ def load_split_scenes(spec, key, limit=None):
     return D.load_scenes(root, ids)
 
 
-def train_detector(spec, output_dir, resume=False, device=None, workers=None, progress_every=50):
-    """Returns (model on the CPU, history)."""
+def initial_detector(init_from, cfg):
+    """(model, frozen BatchNorm?) to fine-tune from: a shipped or exported ONNX (BatchNorm folded, so its
+    statistics stay frozen) or a detector checkpoint (.pt; frozen if it was)."""
+    if init_from.lower().endswith(".onnx"):
+        from edge.training.from_onnx import load_detector_onnx
+
+        return load_detector_onnx(init_from, cfg), True
+    model, ckpt = load_detector(init_from)
+    if model.config.to_dict() != cfg.to_dict():
+        raise DatasetError("%s: trained with model_config %s, the spec says %s" % (init_from, model.config.to_dict(),
+                                                                                  cfg.to_dict()))
+    return model, bool(ckpt.get("frozen_bn"))
+
+
+def train_detector(spec, output_dir, resume=False, device=None, workers=None, progress_every=50, init_from=None):
+    """Returns (model on the CPU, history). `init_from`: an ONNX or checkpoint whose weights start the run
+    (a fine-tune); a resumed run keeps what its last.pt started from."""
     seed = spec.get("random_seed", 42)
     torch.manual_seed(seed)
     tc, lc, ec = spec["training_config"], spec.get("loss_config", {}), spec.get("eval_config", {})
@@ -207,7 +258,10 @@ def train_detector(spec, output_dir, resume=False, device=None, workers=None, pr
     os.makedirs(output_dir, exist_ok=True)
     last_path, best_path = os.path.join(output_dir, "last.pt"), os.path.join(output_dir, "best.pt")
     cfg = model_config(spec)
-    model = PlateDetector(cfg)
+    model, frozen_bn = PlateDetector(cfg), False
+    if init_from and not (resume and os.path.exists(last_path)):
+        model, frozen_bn = initial_detector(init_from, cfg)
+        log.info("fine-tuning from %s%s", init_from, " (BatchNorm statistics frozen)" if frozen_bn else "")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=tc.get("weight_decay", 5e-4))
     epoch, position, step, elapsed, history, best_ap = 0, 0, 0, 0.0, [], -1.0
     if resume and os.path.exists(last_path):
@@ -219,11 +273,23 @@ def train_detector(spec, output_dir, resume=False, device=None, workers=None, pr
         opt.load_state_dict(ckpt["optimizer"])
         epoch, position, step = ckpt["epoch"], ckpt["position"], ckpt["step"]
         elapsed, history, best_ap = ckpt.get("elapsed_s", 0.0), ckpt.get("history", []), ckpt.get("best_ap", -1.0)
+        frozen_bn = bool(ckpt.get("frozen_bn"))
+        if init_from and init_from != ckpt.get("init_from"):
+            log.warning("--init-from %s ignored: resuming %s, which started from %s", init_from, last_path,
+                        ckpt.get("init_from") or "scratch")
+        init_from = ckpt.get("init_from")
         log.info("resuming %s at epoch %d, image %d, step %d", last_path, epoch + 1, position, step)
     elif resume:
         log.warning("--resume: no %s yet; starting afresh", last_path)
     model.to(device)
 
+    workers = tc.get("workers", 0) if workers is None else workers
+    if workers:
+        # before any OpenCV call here: a data worker forked while OpenCV's thread pool exists hangs at its
+        # first OpenCV call (seen: a CPU run with --workers 1 stuck for good)
+        import cv2
+
+        cv2.setNumThreads(1)
     t_load = time.time()
     train_scenes = load_split_scenes(spec, "train", ds.get("max_train_scenes"))
     val_scenes = load_split_scenes(spec, "val", ec.get("max_images"))
@@ -239,7 +305,6 @@ def train_detector(spec, output_dir, resume=False, device=None, workers=None, pr
     steps_per_epoch = int(math.ceil(len(train_scenes) / float(batch)))
     total_steps = min(steps_per_epoch * epochs, tc.get("max_steps", 1 << 62))
     lr_cfg = tc.get("learning_rate", {})
-    workers = tc.get("workers", 0) if workers is None else workers
     budget = tc.get("time_budget_minutes")
     every = tc.get("checkpoint_minutes", 5) * 60.0
     started = time.time()
@@ -250,13 +315,16 @@ def train_detector(spec, output_dir, resume=False, device=None, workers=None, pr
         nonlocal best_ap, images_seen, t_rate
         rate = images_seen / max(time.time() - t_rate, 1e-6)
         val = validate(model, valset, spec, device)
+        if frozen_bn:
+            freeze_batchnorm(model)
         entry = {"step": step, "epoch": epoch + position / float(max(1, len(train_scenes))),
                  "elapsed_s": round(elapsed + time.time() - started, 1), "train_images_per_s": round(rate, 2),
-                 "loss": round(running, 4), "reason": reason, "val": val}
+                 "loss": round(running, 4) if running == running else None, "reason": reason, "val": val}
         history.append(entry)
         state = {"kind": "plate_detector", "model": model.state_dict(), "optimizer": opt.state_dict(),
                  "epoch": epoch, "position": position, "step": step, "elapsed_s": entry["elapsed_s"],
-                 "history": history, "best_ap": max(best_ap, val["ap50"]), "config": cfg.to_dict(), "spec": spec}
+                 "history": history, "best_ap": max(best_ap, val["ap50"]), "config": cfg.to_dict(), "spec": spec,
+                 "frozen_bn": frozen_bn, "init_from": init_from}
         _save(last_path, state)
         if val["ap50"] > best_ap:
             best_ap = val["ap50"]
@@ -270,6 +338,12 @@ def train_detector(spec, output_dir, resume=False, device=None, workers=None, pr
 
     running = float("nan")
     stop = None
+    if init_from and step == 0 and not history:
+        checkpoint("init")  # the starting model on val: best.pt is a later one only if it does better
+    if budget and elapsed >= budget * 60:
+        log.info("the time budget of %s minutes was spent before this resume; nothing to train", budget)
+        model.eval()
+        return model.cpu(), history
     interrupted = []  # SIGTERM / SIGINT (a `timeout`, a service stop): checkpoint at the next step, then stop
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -283,11 +357,14 @@ def train_detector(spec, output_dir, resume=False, device=None, workers=None, pr
                                              persistent_workers=False,
                                              worker_init_fn=_worker_init if workers else None)
         model.train()
+        if frozen_bn:
+            freeze_batchnorm(model)
         for imgs, t_cov, t_weight, t_bbox in loader:
             if step >= total_steps:
                 stop = "max_steps"
                 break
-            lr = learning_rate(step / float(max(1, total_steps)), lr_cfg)
+            # by the clock where the time budget ends the run first, so a cut run has still annealed
+            lr = learning_rate(schedule_progress(step, total_steps, elapsed + time.time() - started, budget), lr_cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
             cov, bbox = model(to_input(imgs, device))
@@ -308,7 +385,7 @@ def train_detector(spec, output_dir, resume=False, device=None, workers=None, pr
             if interrupted:
                 stop = "signal"
                 break
-            if budget and now - started > budget * 60:
+            if budget and elapsed + now - started > budget * 60:  # the run's minutes in all, across resumes
                 stop = "time_budget"
                 break
             if now - last_ckpt > every:
