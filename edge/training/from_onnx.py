@@ -29,6 +29,26 @@ def _constants(graph):
     return dict((k, np.asarray(v, dtype=np.float32) if v.dtype.kind == "f" else v) for k, v in values.items())
 
 
+def _read_graph(path):
+    """(graph, its constants, its Conv nodes in file order) of an ONNX file, or a one-line DatasetError."""
+    import onnx
+
+    try:
+        graph = onnx.load(path).graph
+    except Exception as exc:
+        raise DatasetError("%s: not an ONNX file: %s" % (path, exc))
+    return graph, _constants(graph), [n for n in graph.node if n.op_type == "Conv"]
+
+
+def _conv_params(path, convs, consts):
+    """Each convolution's (folded) weight and bias, all constants of the file."""
+    weights = [consts.get(n.input[1]) for n in convs]
+    biases = [consts.get(n.input[2]) if len(n.input) > 2 else None for n in convs]
+    if any(w is None for w in weights) or any(b is None for b in biases):
+        raise DatasetError("%s: a convolution's weights are not constants of the file" % path)
+    return weights, biases
+
+
 def _gates_onnx_to_torch(w, hidden):
     """ONNX LSTM gates are ordered i, o, f, c; PyTorch's i, f, g(c), o."""
     i, o, f, c = (w[k * hidden:(k + 1) * hidden] for k in range(4))
@@ -67,22 +87,12 @@ def _bn_after(model):
 def load_onnx_weights(path, characters, config_hint=None):
     """(LPRNet with the file's weights, its LPRNetConfig). `config_hint` (an LPRNetConfig) is checked against
     the file's shapes; without it the architecture is read from them."""
-    import onnx
-
-    try:
-        graph = onnx.load(path).graph
-    except Exception as exc:
-        raise DatasetError("%s: not an ONNX file: %s" % (path, exc))
-    consts = _constants(graph)
-    convs = [n for n in graph.node if n.op_type == "Conv"]
+    graph, consts, convs = _read_graph(path)
     lstms = [n for n in graph.node if n.op_type == "LSTM"]
     if not convs or len(lstms) != 1:
         raise DatasetError("%s: not an lpr-edge LPRNet ONNX (%d Conv, %d LSTM nodes; needs an LSTM head as "
                            "edge/training/export.py writes it)" % (path, len(convs), len(lstms)))
-    weights = [consts.get(n.input[1]) for n in convs]
-    biases = [consts.get(n.input[2]) if len(n.input) > 2 else None for n in convs]
-    if any(w is None for w in weights) or any(b is None for b in biases):
-        raise DatasetError("%s: a convolution's weights are not constants of the file" % path)
+    weights, biases = _conv_params(path, convs, consts)
     hidden = int(lstms[0].attribute[[a.name for a in lstms[0].attribute].index("hidden_size")].i)
     n_layers = 10 if len(convs) == 13 else 18 if len(convs) == 21 else None
     if n_layers is None:
@@ -141,25 +151,15 @@ def _load_folded_convs(path, model, order, weights, biases):
 def load_detector_onnx(path, config):
     """An lpr-edge plate detector ONNX (edge/training/detect/export.py's graph, the DetectNet_v2 contract) back
     into PlateDetector(config), BatchNorm folded as above: fine-tune it with the statistics frozen."""
-    import onnx
-
     from edge.training.detect.model import PlateDetector
 
-    try:
-        graph = onnx.load(path).graph
-    except Exception as exc:
-        raise DatasetError("%s: not an ONNX file: %s" % (path, exc))
-    consts = _constants(graph)
-    convs = [n for n in graph.node if n.op_type == "Conv"]
+    graph, consts, convs = _read_graph(path)
     model = PlateDetector(config)
     order = _conv_call_order(model, (config.input_height, config.input_width))
     if len(convs) != len(order) or any(n.op_type == "LSTM" for n in graph.node):
         raise DatasetError("%s: %d convolutions; the spec's detector (%s) has %d: not an lpr-edge detector of "
                            "this model_config" % (path, len(convs), config.to_dict(), len(order)))
-    weights = [consts.get(n.input[1]) for n in convs]
-    biases = [consts.get(n.input[2]) if len(n.input) > 2 else None for n in convs]
-    if any(w is None for w in weights) or any(b is None for b in biases):
-        raise DatasetError("%s: a convolution's weights are not constants of the file" % path)
+    weights, biases = _conv_params(path, convs, consts)
     _load_folded_convs(path, model, order, weights, biases)
     return model.eval()
 
