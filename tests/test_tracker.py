@@ -158,7 +158,7 @@ def test_a_plate_that_is_part_of_the_previous_cars_is_a_car_of_its_own():
     feed(t, [read("ZH123456", 0.0), read("ZH123456", 0.1)])
     out = feed(t, [read("ZH1234", 0.3 + 0.5 * i) for i in range(40)])  # waits 20 s at the gate
     assert [x.text for x in out] == ["ZH1234"] and t.rejected["fragment"] <= 2
-    t = Tracker(config(min_reads=2, known_plates={"neighbour": ["ZH1234"]}))
+    t = Tracker(config(min_reads=2, known_plates={"neighbour": ["zh-1234"]}))  # as written in a config
     feed(t, [read("ZH123456", 0.0), read("ZH123456", 0.1)])
     assert [x.text for x in feed(t, [read("ZH1234", 0.2), read("ZH1234", 0.3)])] == ["ZH1234"]
     t = Tracker(config(min_reads=2))
@@ -180,3 +180,11 @@ def test_detected_part_far_away_does_not_join_another_cars_track():
     feed(t, [read("1234", 0.0, roi="plate", box=(0, 0, 60, 20))])
     feed(t, [read("XY12345", 0.1, roi="plate", box=(900, 400, 120, 40))])
     assert t.open_tracks() == 2
+
+
+def test_a_stray_longer_misread_does_not_swallow_the_real_plate():
+    """Only a published plate hosts fragments: one read of XX1234 (a sticker beside the plate) then 1234 again
+    and again is the car 1234, not fragments of a track that never confirms."""
+    t = Tracker(config(min_reads=2))
+    out = feed(t, [read("XX1234", 0.0)] + [read("1234", 0.1 * i) for i in range(1, 9)])
+    assert [x.text for x in out] == ["1234"] and t.rejected["fragment"] == 0

@@ -13,8 +13,8 @@ Plates found by the detector (roi 'plate') move through the frame: a read that m
 joins the track whose last box its box overlaps (tracking.box_iou) if at most half its characters differ,
 so a car driving through, its plate growing or partly hidden, stays one track and one event.
 
-A read whose text is a strict part of an open track's text, more than `max_edit_distance` shorter (`4455`
-while `SG94455` is open: the plate half out of the frame or hidden as the car leaves) is a fragment: it keeps
+A read whose text is a strict part of an open track's emitted plate, more than `max_edit_distance` shorter
+(`4455` after `SG94455` was published: the plate half out of the frame or hidden as the car leaves) is a fragment: it keeps
 that track alive, and its box followed, but is no vote and starts no track of its own (a second event for one
 car); it is counted as rejected (`fragment`). Only within `expire_s` of the track's last vote, and in mode
 detect only near the track's last box: a plate that is part of the previous car's (Swiss `ZH1234` after
@@ -109,7 +109,9 @@ class Tracker:
                 self.formats[camera_id] = re.compile(pattern)
         self.default_format = re.compile(config.format) if config.format else None
         self.replace_rules = [(re.compile(p), r) for p, r in config.replace_rules]
-        self.known = set(p for plates in (config.known_plates or {}).values() for p in plates)
+        from edge.track.known import KnownPlates  # here: known.py imports this module
+
+        self.known = KnownPlates(config.known_plates or {}, config.match_distance)
         self.tracks = collections.defaultdict(list)  # (camera, roi) -> open tracks
         self.rejected = collections.Counter()  # reason -> reads
         self.dropped_tracks = 0  # tracks that ended with fewer than min_reads reads
@@ -197,12 +199,13 @@ class Tracker:
         return best
 
     def _fragment_of(self, key, read):
-        """The open track (most reads first) whose plate `read` is a strict part of, if any: voted on within
-        expire_s, and in mode detect with its last box near this read's."""
-        if read.text in self.known:
+        """The open, emitted track (most reads first) whose plate `read` is a strict part of, if any: voted on
+        within expire_s, and in mode detect with its last box near this read's. Only a confirmed plate hosts
+        fragments: one stray longer misread must not swallow the reads of a real plate."""
+        if self.known.match(read.text) is not None:
             return None
-        hosts = [t for t in self.tracks[key] if len(read.text) < len(t.text) and read.text in t.text and
-                 read.timestamp - t.last_vote.timestamp <= self.config.expire_s and self._near(t, read)]
+        hosts = [t for t in self.tracks[key] if t.emitted and len(read.text) < len(t.text) and read.text in t.text
+                 and read.timestamp - t.last_vote.timestamp <= self.config.expire_s and self._near(t, read)]
         return max(hosts, key=lambda t: t.reads) if hosts else None
 
     def _holding(self, key, read):
