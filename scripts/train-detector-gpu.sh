@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Train lpr-edge's plate detector (a detect spec, default configs/training/detect_mid.yaml) on one CUDA GPU for at most 9 minutes,
-# then export the best-val checkpoint to ONNX (checked against PyTorch) and measure it on the val split.
+# Train lpr-edge's plate detector (a detect spec, default configs/training/detect_mid.yaml) on one CUDA GPU
+# for at most 9 minutes, then export the best-val checkpoint to ONNX (checked against PyTorch) and measure it
+# on the val split.
 # Installs nothing: needs a Python with the train extra (torch with CUDA, onnx, onnxruntime, opencv, Pillow).
 # Results (checkpoints, history.json, logs, the ONNX) go under $OUT/<spec name>_gpu when OUT is set, else
-# runs/<spec name>_gpu (a fresh run clears the folder's checkpoints first). Knobs: PYTHON, DATA (scene root), MINUTES (the run's training budget in all,
-# resumes included, default 7.5, 9 at most with loading and the final validation), EPOCHS (the schedule's
-# span, default 60), BATCH (64), WORKERS (data-loading processes, default cores - 2), RESUME=1 (go on from
-# last.pt: give it a larger MINUTES), SPEC (default configs/training/detect_mid.yaml; the fine-tune of the
-# shipped detector is SPEC=configs/training/detect_mid_finetune.yaml INIT=models/lpr_edge_lpd_mid.onnx).
+# runs/<spec name>_gpu (a fresh run clears the folder's checkpoints first). Knobs: PYTHON, DATA (scene root),
+# MINUTES (the run's training budget in all, resumes included, default 7.5, 9 at most with loading and the
+# final validation), EPOCHS (the schedule's span, default 60), BATCH (64), WORKERS (data-loading processes,
+# default cores - 2), RESUME=1 (go on from last.pt: give it a larger MINUTES), SPEC (default
+# configs/training/detect_mid.yaml; the fine-tune of the shipped detector is
+# SPEC=configs/training/detect_mid_finetune.yaml INIT=models/lpr_edge_lpd_mid.onnx).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-}

@@ -14,13 +14,14 @@ joins the track whose last box its box overlaps (tracking.box_iou) if at most ha
 so a car driving through, its plate growing or partly hidden, stays one track and one event.
 
 A read whose text is a strict part of an open track's emitted plate, more than `max_edit_distance` shorter
-(`4455` after `SG94455` was published: the plate half out of the frame or hidden as the car leaves) is a fragment: it keeps
-that track alive, and its box followed, but is no vote and starts no track of its own (a second event for one
-car); it is counted as rejected (`fragment`). Only within `expire_s` of the track's last vote, and in mode
-detect only near the track's last box: a plate that is part of the previous car's (Swiss `ZH1234` after
-`ZH123456`) is a car of its own once the first has gone, as is a read that is one of the known plates. The
-other way round, a read that holds an open, not yet emitted track's text (the plate coming into view) joins
-that track, where the whole text soon outvotes the part; a part already read `min_reads` times was an event.
+(`4455` after `SG94455` was published: the plate half out of the frame or hidden as the car leaves) is a
+fragment: it keeps that track alive, and its box followed, but is no vote and starts no track of its own (a
+second event for one car); it is counted as rejected (`fragment`). Only within `expire_s` of the track's last
+vote, and in mode detect only near the track's last box: a plate that is part of the previous car's (Swiss
+`ZH1234` after `ZH123456`) is a car of its own once the first has gone, as is a read that is one of the known
+plates. The other way round, a read that holds an open, not yet emitted track's text (the plate coming into
+view) joins that track, where the whole text soon outvotes the part; a part already read `min_reads` times was
+an event.
 """
 import collections
 import re
